@@ -1,0 +1,7 @@
+"""Lightning callbacks that run TAI checks during validation; usable in any Trainer."""
+
+from callbacks.calibration import CalibrationCallback
+from callbacks.prototypes import PrototypeExplanationCallback
+from callbacks.robustness import RobustnessCallback
+
+__all__ = ["CalibrationCallback", "PrototypeExplanationCallback", "RobustnessCallback"]

@@ -1,0 +1,55 @@
+"""CalibrationCallback: ECE, MCE, NLL, Brier score and a reliability diagram."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch import Tensor
+
+from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
+from tai.calibration import CalibrationResult, calibration_summary
+from tai.plots import reliability_diagram
+
+
+class CalibrationCallback(TaiCheckCallback):
+    """Measures top-label calibration on validation samples and logs a reliability diagram.
+
+    Logs ``tai/calibration/{ece,mce,nll,brier}`` through ``pl_module.log`` and the figure
+    ``tai/calibration/reliability_epochNNN.png`` through the trainer's loggers.
+
+    Args:
+        n_bins: equal-width confidence bins (Guo et al. 2017 use 15).
+        budget: at most this many validation samples per check.
+        every_n_epochs: run every n-th validation epoch; the last epoch always runs.
+        log_figures: log the reliability diagram.
+
+    Raises:
+        ValueError: an argument is not a positive integer.
+
+    Example::
+
+        trainer = Trainer(callbacks=[CalibrationCallback(n_bins=15, budget=1000)])
+    """
+
+    name = "calibration"
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        *,
+        budget: int = 512,
+        every_n_epochs: int = 1,
+        log_figures: bool = True,
+    ) -> None:
+        _check_positive_int("n_bins", n_bins)
+        super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
+        self.n_bins = n_bins
+
+    def run_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
+        targets: Tensor, logits: Tensor,
+    ) -> CalibrationResult:
+        result = calibration_summary(logits.softmax(dim=1), targets, n_bins=self.n_bins)
+        pl_module.log_dict({f"tai/calibration/{k}": v for k, v in result.as_dict().items()})
+        if self.log_figures:
+            log_figure(trainer, reliability_diagram(result), self.figure_name(trainer, "reliability"))
+        return result

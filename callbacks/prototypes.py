@@ -1,0 +1,140 @@
+"""PrototypeExplanationCallback: class prototypes, their attributions and faithfulness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
+from tai.explain import integrated_gradients, deletion_auc
+from tai.explain_plots import prototype_figure
+from tai.prototypes import Prototypes, select_prototypes
+
+
+@dataclass(frozen=True)
+class PrototypeExplanation:
+    """Prototypes found in one validation epoch and how faithful their attributions are."""
+
+    prototypes: Prototypes
+    deletion_auc: float
+    convergence_delta: float
+
+
+def embedding_function(pl_module: nn.Module, layer: str | None) -> Callable[[Tensor], Tensor]:
+    """The penultimate-layer embedding: ``pl_module.embed`` or a forward hook on ``layer``.
+
+    Raises:
+        ValueError: ``layer`` is not a submodule, or neither is given.
+    """
+    if layer is None:
+        if callable(getattr(pl_module, "embed", None)):
+            return pl_module.embed
+        raise ValueError(
+            f"{type(pl_module).__name__} has no `embed(x)` method; pass "
+            "`embedding_layer=` the name of its penultimate layer (see model.named_modules())"
+        )
+    modules = dict(pl_module.named_modules())
+    if layer not in modules:
+        raise ValueError(
+            f"`embedding_layer` {layer!r} is not a submodule of {type(pl_module).__name__}; "
+            f"some of its layers: {', '.join(list(modules)[1:8])}"
+        )
+
+    def embed(x: Tensor) -> Tensor:
+        captured: list[Tensor] = []
+        handle = modules[layer].register_forward_hook(lambda m, i, o: captured.append(o))
+        try:
+            pl_module(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1)
+
+    return embed
+
+
+class PrototypeExplanationCallback(TaiCheckCallback):
+    """Per-class prototypes (k-medoids on embeddings), Integrated Gradients on them, and
+    the deletion AUC of those attributions (lower is more faithful).
+
+    Logs ``tai/explain/deletion_auc`` and ``tai/explain/ig_convergence_delta``; the figure
+    of prototypes beside their attribution maps goes to the loggers.
+
+    Args:
+        per_class: prototypes per class.
+        embedding_layer: name of the penultimate layer when the module has no ``embed``.
+        n_steps: Integrated Gradients steps.
+        deletion_steps: steps of the deletion curve.
+        budget: at most this many validation samples per check.
+        every_n_epochs: run every n-th validation epoch; the last epoch always runs.
+        log_figures: log the prototype figure.
+
+    Raises:
+        ValueError: a non-positive count.
+
+    Example::
+
+        trainer = Trainer(callbacks=[PrototypeExplanationCallback(per_class=2)])
+    """
+
+    name = "explain"
+
+    def __init__(
+        self,
+        per_class: int = 1,
+        *,
+        embedding_layer: str | None = None,
+        n_steps: int = 32,
+        deletion_steps: int = 20,
+        budget: int = 512,
+        every_n_epochs: int = 1,
+        log_figures: bool = True,
+    ) -> None:
+        for arg, value in (("per_class", per_class), ("n_steps", n_steps),
+                           ("deletion_steps", deletion_steps)):
+            _check_positive_int(arg, value)
+        super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
+        self.per_class = per_class
+        self.embedding_layer = embedding_layer
+        self.n_steps = n_steps
+        self.deletion_steps = deletion_steps
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        embedding_function(pl_module, self.embedding_layer)  # fail before training, not after
+
+    def run_check(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
+        targets: Tensor, logits: Tensor,
+    ) -> PrototypeExplanation:
+        device = pl_module.device
+        embed = embedding_function(pl_module, self.embedding_layer)
+        with torch.no_grad():
+            embeddings = embed(images.to(device)).cpu()
+        # Classes with too few buffered samples are left out rather than failing training.
+        counts = torch.bincount(targets)
+        keep = counts[targets] >= self.per_class
+        kept = torch.nonzero(keep).flatten()
+        protos = select_prototypes(embeddings[kept], targets[kept], per_class=self.per_class)
+        index = kept[torch.tensor(protos.all_indices())]
+        x, y = images[index].to(device), targets[index].to(device)
+        attributions = integrated_gradients(pl_module, x, y, n_steps=self.n_steps)
+        deletion = deletion_auc(pl_module, x, attributions.maps, y, steps=self.deletion_steps)
+        result = PrototypeExplanation(
+            prototypes=protos,
+            deletion_auc=deletion.mean,
+            convergence_delta=float(attributions.convergence_delta.abs().mean()),
+        )
+        pl_module.log_dict({
+            "tai/explain/deletion_auc": result.deletion_auc,
+            "tai/explain/ig_convergence_delta": result.convergence_delta,
+        })
+        if self.log_figures:
+            classes = getattr(pl_module, "classes", None)
+            labels = y.tolist()
+            titles = [f"class {classes[t] if classes else t}" for t in labels]
+            fig = prototype_figure(x.cpu(), attributions.maps.cpu(), labels, titles=titles)
+            log_figure(trainer, fig, self.figure_name(trainer, "prototypes"))
+        return result

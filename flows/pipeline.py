@@ -1,0 +1,94 @@
+"""The `tai-pipeline` flow: data engineering, training, evaluation, gates, promotion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+from flows.lineage import lineage_tags
+from flows.stores import make_data_store
+from flows.tasks.data import build_data_card, materialize, resolve_data_version
+from flows.tasks.evaluation import evaluate
+from flows.tasks.promotion import judge, register_and_promote
+from flows.tasks.training import train_model
+from infra.mlflow_store import MlflowStore
+from infra.settings import Settings, load_settings
+from tai.evaluation import report_metric_names
+from tai.policy import load_policy
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """What one pipeline run produced; the CLI prints it."""
+
+    data_commit: str
+    run_id: str
+    version: str
+    promoted: bool
+    champion_version: str | None
+    metrics: dict[str, float]
+    reasons: list[str]
+    report_path: Path
+
+
+@flow(name="tai-pipeline", log_prints=False)
+def tai_pipeline(
+    branch: str = "main", commit: str | None = None, settings: Settings | None = None
+) -> PipelineResult:
+    """Train, check, gate and register a model on one data commit.
+
+    Args:
+        branch: the data branch whose head is used when no commit is given.
+        commit: a data commit id; pins the run to it.
+        settings: overrides the settings read from the environment.
+    """
+    settings = settings or load_settings()
+    log = get_run_logger()
+    # Everything that can be wrong with the inputs is checked before anything is trained.
+    policy = load_policy(settings.policy_file, report_metric_names())
+    store = make_data_store(settings)
+    data_version = resolve_data_version(store, commit or branch)
+    root = materialize(store, data_version)
+    card = build_data_card(root, settings.dataset, data_version, settings.cache_dir)
+
+    mlflow = MlflowStore(settings)
+    lineage = lineage_tags(data_version, policy)
+    run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
+    try:
+        mlflow.log_json(run_id, card, "data/data_card.json")
+        mlflow.log_params(run_id, settings_params(settings))
+        trained = train_model(settings, root, run_id)
+        evaluation = evaluate(trained, settings)
+        mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
+        mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
+        decision = judge(policy, evaluation)
+        example = trained.data.splits["test"].images[:1]
+        promotion = register_and_promote(
+            mlflow, run_id, trained.module.model, example, evaluation, decision, lineage,
+            settings.reports_dir,
+        )
+    except BaseException:
+        mlflow.end_run(run_id, failed=True)
+        raise
+    mlflow.end_run(run_id)
+    log.info("model version %s: %s", promotion.version,
+             "champion" if promotion.promoted else "not promoted")
+    return PipelineResult(
+        data_commit=data_version.commit_id,
+        run_id=run_id,
+        version=promotion.version,
+        promoted=promotion.promoted,
+        champion_version=promotion.champion_version,
+        metrics=evaluation.metrics,
+        reasons=decision.reasons,
+        report_path=promotion.report_path,
+    )
+
+
+def settings_params(settings: Settings) -> dict[str, object]:
+    """The settings that shape the model, logged as MLflow params."""
+    keys = ("model", "max_epochs", "batch_size", "learning_rate", "seed",
+            "max_images_per_split", "tai_budget", "dataset")
+    return {k: getattr(settings, k) for k in keys}

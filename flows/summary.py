@@ -1,0 +1,46 @@
+"""Plain-text summaries the CLI prints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from flows.pipeline import PipelineResult
+from infra.mlflow_store import ModelVersionInfo
+
+
+def describe_result(result: PipelineResult) -> str:
+    """A few lines on what one pipeline run did."""
+    m = result.metrics
+    lines = [
+        f"data commit      {result.data_commit}",
+        f"model version    {result.version} (MLflow run {result.run_id})",
+        f"accuracy {m['accuracy']:.4f} · ECE {m['ece']:.4f} · "
+        f"corruption acc {m['mean_corruption_accuracy']:.4f} · deletion AUC {m['deletion_auc']:.3f}",
+    ]
+    if result.promoted:
+        lines.append(f"gates            all passed: version {result.version} is now `champion`")
+    else:
+        lines.append("gates            FAILED, not promoted:")
+        lines += [f"  - {reason}" for reason in result.reasons]
+        lines.append(f"champion         {result.champion_version or 'none yet'}")
+    lines.append(f"trust report     {result.report_path}")
+    return "\n".join(lines)
+
+
+def versions_table(versions: Sequence[ModelVersionInfo], metrics: dict[str, dict] | None = None) -> str:
+    """One row per model version: data commit, key metrics, gates, champion."""
+    if not versions:
+        return "no model versions registered yet; run `tai run` or `tai demo`"
+    metrics = metrics or {}
+    header = f"{'version':>7}  {'data commit':12}  {'accuracy':>8}  {'ECE':>7}  {'gates':6}  champion  report"
+    rows = [header, "-" * len(header)]
+    for v in versions:
+        m = metrics.get(v.version, {})
+        acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
+        ece = f"{m['ece']:.4f}" if "ece" in m else "-"
+        rows.append(
+            f"{v.version:>7}  {v.tags.get('tai.data.commit', '?')[:12]:12}  {acc:>8}  {ece:>7}  "
+            f"{'pass' if v.gates_passed else 'FAIL':6}  {'yes' if v.is_champion else '':8}  "
+            f"{v.tags.get('tai.report', '')}"
+        )
+    return "\n".join(rows)

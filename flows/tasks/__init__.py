@@ -1,0 +1,1 @@
+"""Prefect tasks of the pipeline, one module per lifecycle stage."""

@@ -1,0 +1,75 @@
+"""Data engineering: resolve the data version, materialise it, validate and profile it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.lineage import code_version
+from flows.tasks._retry import retry_transient
+from infra.datastore.base import DataStore, DataVersion
+from tai.data_profile import noise_profile, scan_dataset, validate_dataset
+
+DATA_CARD_SCHEMA = "1.0"
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def resolve_data_version(store: DataStore, ref: str) -> DataVersion:
+    """Pin a branch (or commit id) to one commit id for the whole run."""
+    version = store.version(ref)
+    get_run_logger().info("data %s@%s -> commit %s", store.repository, ref, version.commit_id)
+    return version
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def materialize(store: DataStore, version: DataVersion) -> Path:
+    """A read-only local copy of the commit (cached by commit id)."""
+    return store.materialize(version.commit_id)
+
+
+def _card_path(cache_dir: Path, version: DataVersion) -> Path:
+    key = f"{version.store}-{version.repository}-{version.commit_id}-{code_version()}"
+    return cache_dir / "datacards" / f"{key}.json"
+
+
+@task(cache_policy=NO_CACHE)
+def build_data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path) -> dict:
+    """Validate the dataset and profile its noise; cached by (commit, code version).
+
+    Raises:
+        tai.data_profile.DatasetError: the dataset is malformed (missing split, empty
+            class, undecodable image, ...). Nothing is trained or registered then.
+    """
+    path = _card_path(cache_dir, version)
+    if path.is_file():
+        get_run_logger().info("data card of commit %s from cache", version.commit_id)
+        return json.loads(path.read_text())
+    summary = validate_dataset(root, dataset)
+    profile = noise_profile(root, scan_dataset(root, dataset))
+    card = {
+        "schema_version": DATA_CARD_SCHEMA,
+        "data_version": version.as_tags(),
+        "code_version": code_version(),
+        "summary": summary.as_dict(),
+        "noise_profile": profile.as_dict(),
+    }
+    _write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
+    return card
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write next to ``path``, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,89 @@
+"""Model engineering: Lightning training with the TAI callbacks, logged to MLflow."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pytorch_lightning.loggers import MLFlowLogger
+
+from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
+from infra.settings import Settings
+from tai.datamodule import FolderDataModule
+from tai.lightning_module import ClassifierModule
+
+
+@dataclass
+class TrainedModel:
+    module: ClassifierModule
+    data: FolderDataModule
+    callback_metrics: dict[str, float]
+
+
+def tai_callbacks(budget: int) -> list[pl.Callback]:
+    """The TAI checks that run during validation, each within ``budget`` samples."""
+    return [
+        CalibrationCallback(n_bins=15, budget=budget),
+        RobustnessCallback(budget=max(budget // 2, 8)),
+        PrototypeExplanationCallback(per_class=1, budget=budget),
+    ]
+
+
+def make_trainer(
+    settings: Settings, *, logger: pl.loggers.Logger | bool, callbacks: list[pl.Callback]
+) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=settings.max_epochs,
+        logger=logger,
+        callbacks=callbacks,
+        accelerator="auto",
+        devices=1,
+        deterministic=True,
+        inference_mode=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(settings.workspace_dir / "lightning"),
+        log_every_n_steps=10,
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
+    """Fit the configured model on the commit's train split, validating on val."""
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    data = FolderDataModule(
+        root,
+        settings.dataset,
+        batch_size=settings.batch_size,
+        max_images_per_split=settings.max_images_per_split,
+        seed=settings.seed,
+    )
+    data.setup()
+    module = ClassifierModule(
+        settings.model,
+        in_channels=data.in_channels,
+        num_classes=data.num_classes,
+        classes=data.classes,
+        learning_rate=settings.learning_rate,
+        seed=settings.seed,
+    )
+    logger = MLFlowLogger(
+        experiment_name=settings.experiment_name,
+        tracking_uri=settings.tracking_uri,
+        run_id=run_id,
+    )
+    trainer = make_trainer(settings, logger=logger, callbacks=tai_callbacks(settings.tai_budget))
+    trainer.fit(module, datamodule=data)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    get_run_logger().info(
+        "trained %s for %d epochs: val_acc %.4f",
+        settings.model, settings.max_epochs, metrics.get("val_acc", float("nan")),
+    )
+    return TrainedModel(module=module, data=data, callback_metrics=metrics)

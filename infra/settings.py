@@ -1,0 +1,163 @@
+"""One typed settings object for the whole system.
+
+Values come, in rising priority, from the defaults below, an optional YAML settings file
+(``TAI_SETTINGS_FILE``, or ``tai.yaml`` in the working directory) and environment
+variables with the prefix ``TAI_`` (``TAI_WORKSPACE=/data/tai``, ``TAI_MAX_EPOCHS=3``).
+
+The workspace folder holds every embedded store: the Oxen data repository, MLflow's
+SQLite database and artifact folder, Prefect's home, the commit cache and the reports.
+Nothing is written outside it: :func:`apply_environment` points Prefect and MLflow there
+before either is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A settings value or the settings file is wrong."""
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads the optional YAML settings file (lower priority than the environment)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _settings_file()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"settings file {path} must hold a mapping of setting: value")
+        return {str(k).lower(): v for k, v in data.items()}
+
+
+def _settings_file() -> Path | None:
+    explicit = os.environ.get("TAI_SETTINGS_FILE")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise SettingsError(
+                f"TAI_SETTINGS_FILE points to {path}, which does not exist; "
+                "create it or unset TAI_SETTINGS_FILE"
+            )
+        return path
+    default = Path("tai.yaml")
+    return default if default.is_file() else None
+
+
+class Settings(BaseSettings):
+    """Every setting of TAI-MLOps; see the README's table for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="TAI_", extra="forbid")
+
+    workspace: Path = Path(".tai")
+
+    # data versioning
+    data_store: Literal["oxen", "lakefs"] = "oxen"
+    data_repository: str = "data"
+    data_branch: str = "main"
+    dataset: str = "mnist"
+
+    # tracking and registry; empty means "the embedded store in the workspace"
+    mlflow_tracking_uri: str = ""
+    mlflow_artifact_root: str = ""
+    experiment_name: str = "tai-mlops"
+    registered_model_name: str = "tai-classifier"
+
+    # gates
+    policy_file: Path = Path("tai-policy.yaml")
+
+    # training
+    model: Literal["small_cnn", "resnet18"] = "small_cnn"
+    max_epochs: int = Field(default=6, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    seed: int = 0
+    # Caps the images read per split (0 = all); tests and quick runs use it.
+    max_images_per_split: int = Field(default=0, ge=0)
+    # Sample budget of each TAI check (images per validation pass).
+    tai_budget: int = Field(default=512, ge=8)
+
+    @field_validator("data_repository", "registered_model_name", "experiment_name", "dataset")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):
+        return (init_settings, env_settings, _YamlFileSource(settings_cls))
+
+    # Derived locations of the embedded stores.
+    @property
+    def workspace_dir(self) -> Path:
+        return self.workspace.expanduser().resolve()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workspace_dir / "data" / self.data_repository
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.workspace_dir / "cache"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.workspace_dir / "reports"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.workspace_dir / "prefect"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.workspace_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or (self.workspace_dir / "mlartifacts").as_uri()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's errors into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TAI_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} "
+            f"(got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def apply_environment(settings: Settings) -> None:
+    """Point Prefect and MLflow at the workspace; call before importing either.
+
+    Environment variables the user already set win, so a production Prefect or MLflow
+    server configured the usual way is respected.
+    """
+    settings.workspace_dir.mkdir(parents=True, exist_ok=True)
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # matplotlib and torch's caches would otherwise go to ~.
+    os.environ.setdefault("MPLCONFIGDIR", str(settings.workspace_dir / "matplotlib"))

@@ -1,0 +1,170 @@
+"""Model evaluation: every TAI metric on a held-out split, with the same functions the
+callbacks use during training, collected into a versioned TAI report.
+
+The report's ``metrics`` section is flat (name -> number): it is what gate policies
+refer to, what MLflow logs and what the trust report tabulates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from tai.calibration import CalibrationResult, calibration_summary
+from tai.corruptions import SEVERITIES
+from tai.explain import deletion_auc, integrated_gradients
+from tai.prototypes import select_prototypes
+from tai.robustness import RobustnessResult, corruption_accuracy
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression")
+
+
+def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> list[str]:
+    """Every name a gate policy may use, for a report over ``corruptions``."""
+    names = [
+        "accuracy", "ece", "mce", "nll", "brier",
+        "clean_accuracy", "mean_corruption_accuracy",
+        "deletion_auc", "ig_convergence_delta",
+    ]
+    for c in corruptions:
+        names.append(f"{c}_mean")
+        names += [f"{c}_s{s}" for s in SEVERITIES]
+    return names
+
+
+@dataclass(frozen=True)
+class Explanations:
+    """Prototypes of the evaluated split with their attribution maps."""
+
+    indices: list[int]          # into the evaluated split
+    labels: list[int]
+    images: Tensor              # (P, C, H, W)
+    attributions: Tensor        # (P, C, H, W)
+    deletion_auc: list[float]   # per prototype
+    convergence_delta: list[float]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything one evaluation measured; :meth:`report` turns it into the TAI report."""
+
+    classes: list[str]
+    num_samples: int
+    calibration: CalibrationResult
+    robustness: RobustnessResult
+    explanations: Explanations
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def report(self, lineage: dict[str, str] | None = None) -> dict:
+        """The TAI report: JSON-ready, with ``schema_version``."""
+        e = self.explanations
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "lineage": dict(lineage or {}),
+            "classes": self.classes,
+            "num_samples": self.num_samples,
+            "metrics": self.metrics,
+            "calibration": {
+                **self.calibration.as_dict(),
+                "bins": asdict(self.calibration.bins),
+            },
+            "robustness": {
+                "severities": list(self.robustness.severities),
+                "clean_accuracy": self.robustness.clean_accuracy,
+                "accuracy": self.robustness.accuracy,
+            },
+            "explanations": {
+                "method": "integrated_gradients",
+                "prototype_indices": e.indices,
+                "prototype_labels": [self.classes[i] for i in e.labels],
+                "deletion_auc": e.deletion_auc,
+                "convergence_delta": e.convergence_delta,
+            },
+        }
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 256) -> Tensor:
+    """Logits of ``images`` in batches (memory bounded), model in eval mode."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def evaluate_model(
+    model: nn.Module,
+    images: Tensor,
+    targets: Tensor,
+    *,
+    classes: list[str],
+    corruptions: Sequence[str] = DEFAULT_CORRUPTIONS,
+    robustness_budget: int = 1000,
+    prototypes_per_class: int = 1,
+    n_bins: int = 15,
+    ig_steps: int = 32,
+    seed: int = 0,
+) -> Evaluation:
+    """Run every TAI check on a held-out split.
+
+    Args:
+        model: a classifier taking images in [0, 1] with an ``embed`` method.
+        images: (N, C, H, W) in [0, 1].
+        targets: (N,) class indices.
+        classes: class names, index-aligned with the logits.
+        corruptions: corruptions for the robustness check.
+        robustness_budget: first this many images go through the corruption suite.
+        prototypes_per_class: prototypes explained per class.
+        n_bins: calibration bins.
+        ig_steps: Integrated Gradients steps.
+        seed: seeds corruptions and prototype selection.
+    """
+    if not callable(getattr(model, "embed", None)):
+        raise ValueError(f"{type(model).__name__} has no `embed(x)`; build it with tai.models")
+    model.eval()
+    logits = predict_logits(model, images)
+    calibration = calibration_summary(logits.softmax(1), targets, n_bins=n_bins)
+    subset = slice(0, min(robustness_budget, len(targets)))
+    robustness = corruption_accuracy(
+        model, images[subset], targets[subset], corruptions=corruptions, seed=seed
+    )
+    explanations = _explain_prototypes(
+        model, images, targets, per_class=prototypes_per_class, n_steps=ig_steps, seed=seed
+    )
+    metrics = {
+        "accuracy": calibration.accuracy,
+        **calibration.as_dict(),
+        **{k: v for k, v in robustness.as_dict().items()},
+        "deletion_auc": sum(explanations.deletion_auc) / len(explanations.deletion_auc),
+        "ig_convergence_delta": max(abs(d) for d in explanations.convergence_delta),
+    }
+    return Evaluation(
+        classes=classes,
+        num_samples=len(targets),
+        calibration=calibration,
+        robustness=robustness,
+        explanations=explanations,
+        metrics={k: float(v) for k, v in metrics.items()},
+    )
+
+
+def _explain_prototypes(
+    model: nn.Module, images: Tensor, targets: Tensor, *, per_class: int, n_steps: int, seed: int
+) -> Explanations:
+    with torch.no_grad():
+        embeddings = torch.cat([model.embed(images[i : i + 256]) for i in range(0, len(images), 256)])
+    protos = select_prototypes(embeddings, targets, per_class=per_class, seed=seed)
+    index = torch.tensor(protos.all_indices())
+    x, y = images[index], targets[index]
+    attributions = integrated_gradients(model, x, y, n_steps=n_steps)
+    deletion = deletion_auc(model, x, attributions.maps, y)
+    return Explanations(
+        indices=index.tolist(),
+        labels=y.tolist(),
+        images=x,
+        attributions=attributions.maps.detach(),
+        deletion_auc=deletion.auc.tolist(),
+        convergence_delta=attributions.convergence_delta.tolist(),
+    )

@@ -1,0 +1,194 @@
+"""Accuracy of a classifier under common corruptions (Hendrycks & Dietterich 2019).
+
+For each corruption in :mod:`tai.corruptions` and each severity, the whole evaluation set
+is corrupted with the same seed and classified; the result is a table of accuracies, one
+row per corruption and one column per severity, beside the clean accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from tai.corruptions import SEVERITIES, _check_images, available_corruptions, corrupt
+
+__all__ = ["RobustnessResult", "corruption_accuracy"]
+
+
+@dataclass(frozen=True)
+class RobustnessResult:
+    """Clean accuracy and accuracy per corruption and severity.
+
+    Attributes:
+        clean_accuracy: top-1 accuracy on the uncorrupted images.
+        accuracy: corruption name -> accuracies, ``accuracy[name][i]`` at ``severities[i]``
+            (with the default severities, index 0 is severity 1).
+        severities: the severities evaluated, in order.
+    """
+
+    clean_accuracy: float
+    accuracy: dict[str, list[float]]
+    severities: tuple[int, ...]
+
+    @property
+    def mean_corruption_accuracy(self) -> float:
+        """Mean accuracy over all corruption x severity cells."""
+        cells = [a for row in self.accuracy.values() for a in row]
+        return sum(cells) / len(cells)
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat scalars for logging.
+
+        Keys: ``clean_accuracy``, ``mean_corruption_accuracy``, ``<name>_s<k>`` for each
+        corruption and severity ``k``, and ``<name>_mean`` (mean over its severities).
+        """
+        out = {
+            "clean_accuracy": self.clean_accuracy,
+            "mean_corruption_accuracy": self.mean_corruption_accuracy,
+        }
+        for name, row in self.accuracy.items():
+            for severity, acc in zip(self.severities, row, strict=True):
+                out[f"{name}_s{severity}"] = acc
+            out[f"{name}_mean"] = sum(row) / len(row)
+        return out
+
+
+def _arg_validation(corruptions: Sequence[str], severities: Sequence[int], batch_size: int) -> None:
+    known = available_corruptions()
+    if len(corruptions) == 0:
+        raise ValueError(
+            f"Expected at least one corruption, but got none. Pass names from {known} "
+            "or None for all of them."
+        )
+    unknown = [n for n in corruptions if n not in known]
+    if unknown:
+        raise ValueError(f"Unknown corruption(s) {unknown}. Expected names from {known}.")
+    if len(set(corruptions)) != len(corruptions):
+        raise ValueError(f"Expected distinct corruption names, but got {list(corruptions)}.")
+    if len(severities) == 0 or any(
+        isinstance(s, bool) or not isinstance(s, int) or s not in SEVERITIES for s in severities
+    ):
+        raise ValueError(
+            f"Expected `severities` to be a non-empty sequence of integers from {SEVERITIES}, "
+            f"but got {list(severities)!r}."
+        )
+    if len(set(severities)) != len(severities):
+        raise ValueError(f"Expected distinct severities, but got {list(severities)}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"Expected `batch_size` to be an integer >= 1, but got {batch_size!r}.")
+
+
+def _tensor_validation(images: Tensor, target: Tensor) -> None:
+    _check_images(images)  # the same rules as corrupt(), checked once before the clean pass
+    if not isinstance(target, Tensor) or target.ndim != 1:
+        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+        raise ValueError(f"Expected `target` of shape (N,) with class indices, but got {shape}.")
+    if target.is_floating_point() or target.dtype == torch.bool:
+        raise ValueError(
+            f"Expected `target` to hold integer class indices, but got dtype {target.dtype}. "
+            "Convert with target.long()."
+        )
+    if images.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"Expected one target per image, but got {images.shape[0]} images and "
+            f"{target.shape[0]} targets."
+        )
+
+
+@torch.no_grad()
+def _accuracy(
+    predict: Callable[[Tensor], Tensor], images: Tensor, target: Tensor, batch_size: int
+) -> float:
+    correct = 0
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start : start + batch_size]
+        logits = predict(batch)
+        if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != len(batch):
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(
+                f"Expected `predict` to return logits of shape ({len(batch)}, num_classes) "
+                f"for a batch of {len(batch)} images, but got {shape}."
+            )
+        labels = target[start : start + batch_size].to(logits.device)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    return correct / images.shape[0]
+
+
+def corruption_accuracy(
+    predict: Callable[[Tensor], Tensor],
+    images: Tensor,
+    target: Tensor,
+    *,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> RobustnessResult:
+    """Top-1 accuracy on clean and corrupted copies of ``images``.
+
+    ``predict`` runs under ``torch.no_grad`` on batches of at most ``batch_size`` images;
+    put the model in eval mode and on the images' device before. Each (corruption,
+    severity) corrupts the whole set once with :func:`tai.corruptions.corrupt` and ``seed``,
+    so the result does not depend on ``batch_size``; memory is one corrupted copy of
+    ``images`` plus one batch of model activations.
+
+    Args:
+        predict: maps a batch ``(B, C, H, W)`` in ``[0, 1]`` to logits ``(B, K)``; apply the
+            model's normalisation inside it.
+        images: ``(N, C, H, W)`` float tensor in ``[0, 1]``, ``C`` = 1 or 3.
+        target: ``(N,)`` integer class indices.
+        corruptions: names to evaluate; ``None`` for all of
+            :func:`tai.corruptions.available_corruptions`.
+        severities: severities to evaluate, from 1..5.
+        batch_size: images per ``predict`` call.
+        seed: seed of the random corruptions.
+
+    Returns:
+        A :class:`RobustnessResult`.
+
+    Raises:
+        ValueError: for invalid arguments or tensors, or if ``predict`` returns something
+            other than ``(B, K)`` logits.
+
+    Example:
+        A "model" that calls an image class 1 when its mean brightness is above 0.5; lower
+        contrast pulls every image towards its mean, so its decisions do not change.
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> images = torch.rand(8, 1, 16, 16) * torch.linspace(0.4, 1.6, 8)[:, None, None, None]
+        >>> images = images.clamp(0, 1)
+        >>> def predict(x):
+        ...     bright = x.mean(dim=(1, 2, 3))
+        ...     return torch.stack([0.5 - bright, bright - 0.5], dim=1)
+        >>> target = predict(images).argmax(dim=1)
+        >>> result = corruption_accuracy(
+        ...     predict, images, target, corruptions=["contrast"], severities=[1, 5]
+        ... )
+        >>> result.accuracy
+        {'contrast': [1.0, 1.0]}
+        >>> list(result.as_dict())[2:]
+        ['contrast_s1', 'contrast_s5', 'contrast_mean']
+    """
+    if isinstance(corruptions, str):
+        raise ValueError(
+            f"Expected `corruptions` to be a sequence of names, but got the string "
+            f"{corruptions!r}. Wrap it in a list: [{corruptions!r}]."
+        )
+    names = available_corruptions() if corruptions is None else list(corruptions)
+    severities = tuple(severities)
+    _arg_validation(names, severities, batch_size)
+    _tensor_validation(images, target)
+
+    clean = _accuracy(predict, images, target, batch_size)
+    accuracy = {
+        name: [
+            _accuracy(predict, corrupt(images, name, s, seed=seed), target, batch_size)
+            for s in severities
+        ]
+        for name in names
+    }
+    return RobustnessResult(clean_accuracy=clean, accuracy=accuracy, severities=severities)

@@ -1,0 +1,74 @@
+"""The trust report: one self-contained HTML page per model version.
+
+Figures are embedded as base64 PNGs, so the file can be mailed, archived with the model
+version, or opened from MLflow's artifact view without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from tai.evaluation import Evaluation  # noqa: E402
+from tai.explain_plots import prototype_figure  # noqa: E402
+from tai.plots import reliability_diagram, robustness_curve  # noqa: E402
+from tai.policy import GateDecision  # noqa: E402
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the page shows besides the evaluation itself."""
+
+    model_name: str
+    version: str
+    lineage: dict[str, str]
+    decision: GateDecision
+    promoted: bool
+    champion_version: str | None
+    created: str
+
+
+def figure_png(figure: Figure) -> bytes:
+    """Render and close a figure."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return buffer.getvalue()
+
+
+def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
+    """The report's figures as PNG bytes, by name."""
+    e = evaluation.explanations
+    titles = [f"class {evaluation.classes[label]}" for label in e.labels]
+    return {
+        "reliability": figure_png(reliability_diagram(evaluation.calibration)),
+        "robustness": figure_png(robustness_curve(evaluation.robustness)),
+        "prototypes": figure_png(
+            prototype_figure(e.images.cpu(), e.attributions.cpu(), e.labels, titles=titles)
+        ),
+    }
+
+
+def render_trust_report(
+    evaluation: Evaluation, context: ReportContext, figures: dict[str, bytes]
+) -> str:
+    """The HTML page for one model version."""
+    env = Environment(
+        loader=PackageLoader("tai", "templates"), autoescape=select_autoescape(["html", "j2"])
+    )
+    images = {k: base64.b64encode(v).decode() for k, v in figures.items()}
+    report = evaluation.report(context.lineage)
+    return env.get_template("trust_report.html.j2").render(
+        ctx=context, report=report, metrics=report["metrics"], images=images,
+        robustness=evaluation.robustness, explanations=report["explanations"],
+    )
