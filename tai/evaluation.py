@@ -115,7 +115,8 @@ def evaluate_model(
         targets: (N,) class indices.
         classes: class names, index-aligned with the logits.
         corruptions: corruptions for the robustness check.
-        robustness_budget: first this many images go through the corruption suite.
+        robustness_budget: a seeded random subset of this many images goes through the
+            corruption suite.
         prototypes_per_class: prototypes explained per class.
         n_bins: calibration bins.
         ig_steps: Integrated Gradients steps.
@@ -126,7 +127,9 @@ def evaluate_model(
     model.eval()
     logits = predict_logits(model, images)
     calibration = calibration_summary(logits.softmax(1), targets, n_bins=n_bins)
-    subset = slice(0, min(robustness_budget, len(targets)))
+    # A seeded random subset: split files often come sorted by class.
+    generator = torch.Generator().manual_seed(seed)
+    subset = torch.randperm(len(targets), generator=generator)[:robustness_budget]
     robustness = corruption_accuracy(
         model, images[subset], targets[subset], corruptions=corruptions, seed=seed
     )

@@ -18,6 +18,8 @@ for key in [k for k in os.environ if k.startswith("TAI_")]:
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# A fresh Prefect database migrates at first start; on 2 busy cores that can pass 20 s.
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["MPLCONFIGDIR"] = str(_SESSION_HOME / "matplotlib")
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
@@ -34,3 +36,32 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("TAI_WORKSPACE", str(tmp_path / ".tai"))
     monkeypatch.setenv("TAI_POLICY_FILE", str(REPO_ROOT / "tai-policy.yaml"))
     return load_settings()
+
+
+def write_tiny_dataset(
+    root: Path,
+    dataset: str = "tiny",
+    *,
+    counts: dict[str, int] | None = None,
+    classes: int = 3,
+    size: int = 16,
+    seed: int = 0,
+) -> Path:
+    """PNG images ``root/<dataset>/<split>/<label>/<i>.png``: class k has a bright square
+    in the k-th corner of a dim noisy background, so a tiny CNN learns it in an epoch."""
+    import numpy as np
+    from PIL import Image
+
+    counts = counts or {"train": 40, "val": 15, "test": 15}
+    rng = np.random.default_rng(seed)
+    corners = [(0, 0), (0, size // 2), (size // 2, 0), (size // 2, size // 2)]
+    for split, n in counts.items():
+        for k in range(classes):
+            folder = root / dataset / split / str(k)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = (rng.random((size, size)) * 60).astype(np.uint8)
+                r, c = corners[k % 4]
+                img[r : r + size // 2, c : c + size // 2] = 230
+                Image.fromarray(img, mode="L").save(folder / f"{i}.png")
+    return root / dataset

@@ -1,0 +1,129 @@
+"""The data-store interface: versioned image datasets behind branches and commits.
+
+Shaped after the lakeFS high-level SDK (repository, branch, upload, commit with metadata,
+merge, diff, log), so the embedded Oxen backend and the lakeFS backend are interchangeable.
+A flow resolves a branch to a commit id once and then reads only that commit, through
+:meth:`DataStore.materialize`, which gives an immutable local copy keyed by commit id.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ChangeKind = Literal["added", "removed", "modified"]
+
+
+class DataStoreError(Exception):
+    """A data-store operation failed; the message names the repository, ref and what to do."""
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    """One immutable version of the data: ``(store, repository, commit id)``."""
+
+    store: str
+    repository: str
+    commit_id: str
+
+    def as_tags(self) -> dict[str, str]:
+        """Tags for MLflow runs and model versions (data lineage)."""
+        return {
+            "tai.data.store": self.store,
+            "tai.data.repository": self.repository,
+            "tai.data.commit": self.commit_id,
+        }
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A commit as :meth:`DataStore.log` reports it."""
+
+    id: str
+    message: str
+    author: str
+    timestamp: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One path that differs between two refs."""
+
+    path: str
+    kind: ChangeKind
+
+
+class DataStore(abc.ABC):
+    """A versioned store of dataset folders (``<dataset>/<split>/<label>/<file>``).
+
+    Refs are branch names or commit ids. Implementations do nothing at construction;
+    every failure of the backend is re-raised as :class:`DataStoreError`.
+    """
+
+    store_name: str
+    repository: str
+
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether the repository has been created."""
+
+    @abc.abstractmethod
+    def create_repository(self, default_branch: str = "main") -> None:
+        """Create the repository; raise :class:`DataStoreError` if it already exists."""
+
+    @abc.abstractmethod
+    def list_branches(self) -> list[str]:
+        """Names of all branches, sorted."""
+
+    @abc.abstractmethod
+    def create_branch(self, name: str, source_ref: str = "main") -> None:
+        """Create branch ``name`` at the head of ``source_ref``."""
+
+    @abc.abstractmethod
+    def upload(self, branch: str, local_dir: Path, dest_prefix: str = "") -> int:
+        """Stage every file under ``local_dir`` at ``dest_prefix`` on ``branch``.
+
+        Returns:
+            The number of files staged.
+        """
+
+    @abc.abstractmethod
+    def commit(self, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
+        """Commit what is staged on ``branch``; returns the new commit id.
+
+        Raises:
+            DataStoreError: if nothing is staged.
+        """
+
+    @abc.abstractmethod
+    def merge(
+        self, source_branch: str, destination_branch: str = "main", message: str | None = None
+    ) -> str:
+        """Merge ``source_branch`` into ``destination_branch``; returns the new head commit id."""
+
+    @abc.abstractmethod
+    def diff(self, left_ref: str, right_ref: str) -> list[Change]:
+        """Files that differ from ``left_ref`` to ``right_ref``, sorted by path."""
+
+    @abc.abstractmethod
+    def log(self, ref: str = "main", limit: int = 20) -> list[CommitInfo]:
+        """Commits reachable from ``ref``, newest first, with their metadata."""
+
+    @abc.abstractmethod
+    def resolve(self, ref: str) -> str:
+        """The full commit id of a branch name or (prefix of a) commit id."""
+
+    @abc.abstractmethod
+    def list_files(self, ref: str, prefix: str = "") -> list[str]:
+        """Paths of the files at ``ref`` that start with ``prefix``, sorted."""
+
+    @abc.abstractmethod
+    def materialize(self, commit_id: str) -> Path:
+        """A read-only local copy of ``commit_id``, made once and cached by commit id."""
+
+    def version(self, ref: str) -> DataVersion:
+        """Resolve ``ref`` and wrap it as the :class:`DataVersion` that flows pass around."""
+        return DataVersion(self.store_name, self.repository, self.resolve(ref))
