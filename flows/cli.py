@@ -68,10 +68,16 @@ def _cli_errors(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(*args: object, **kwargs: object) -> None:
+        # Without --verbose, the one-line error below is all a user should see: Prefect
+        # re-configures its loggers when its server starts, so levels alone don't hold.
+        if not _state["verbose"]:
+            logging.disable(logging.ERROR)
         try:
             command(*args, **kwargs)
         except _expected_errors() as exc:
             _fail(str(exc))
+        finally:
+            logging.disable(logging.NOTSET)
 
     return wrapper
 

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.lineage import code_version
 from flows.tasks._retry import retry_transient
 from infra.datastore.base import DataStore, DataVersion
-from tai.data_profile import noise_profile, scan_dataset, validate_dataset
+from tai.data_profile import DatasetError, noise_profile, scan_dataset, validate_dataset
 
 DATA_CARD_SCHEMA = "1.0"
 
@@ -49,7 +49,14 @@ def build_data_card(root: Path, dataset: str, version: DataVersion, cache_dir: P
     if path.is_file():
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
         return json.loads(path.read_text())
-    summary = validate_dataset(root, dataset)
+    try:
+        summary = validate_dataset(root, dataset)
+    except DatasetError as exc:
+        # Name the file as it is in the repository, not in the local cache.
+        where = str(exc).replace(f"{root}/", "")
+        raise DatasetError(
+            f"data commit {version.commit_id} of {version.repository}: {where}"
+        ) from None
     profile = noise_profile(root, scan_dataset(root, dataset))
     card = {
         "schema_version": DATA_CARD_SCHEMA,

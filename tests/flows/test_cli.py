@@ -1,0 +1,105 @@
+"""Bad input through the `tai` CLI: one line naming the problem, exit 1, nothing registered."""
+
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from infra.mlflow_store import MlflowStore
+from tests.conftest import write_tiny_dataset
+from tests.flows.conftest import commit_dataset
+
+pytestmark = pytest.mark.integration
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def _assert_one_line_error(result, pattern: str) -> None:
+    import re
+
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def _nothing_registered(settings) -> None:
+    store = MlflowStore(settings)
+    assert store.list_versions() == []
+    assert store.champion() is None
+
+
+def test_run_on_a_branch_that_does_not_exist(tiny_settings, tiny_repo):
+    result = _run("run", "--branch", "nope")
+    _assert_one_line_error(result, "`nope` is neither a branch nor a commit .*branches: main")
+    _nothing_registered(tiny_settings)
+
+
+def test_run_on_a_commit_that_does_not_exist(tiny_settings, tiny_repo):
+    result = _run("run", "--commit", "0123456789abcdef")
+    _assert_one_line_error(result, "`0123456789abcdef` is neither a branch nor a commit")
+    _nothing_registered(tiny_settings)
+
+
+@pytest.mark.parametrize(
+    ("damage", "pattern"),
+    [
+        (lambda d: shutil.rmtree(d / "test"), r"split folder\(s\) \['test'\] missing"),
+        (lambda d: (d / "train" / "1" / "3.png").write_bytes(b"not a png"), "cannot decode image .*3.png"),
+        (lambda d: [p.unlink() for p in (d / "val" / "2").glob("*.png")]
+                   and (d / "val" / "2" / "README.txt").write_text("scans pending"),
+         r"class folder .*val/2 holds no images"),
+    ],
+    ids=["missing-split", "undecodable-png", "empty-class"],
+)
+def test_run_on_a_malformed_dataset(tiny_settings, tmp_path, damage, pattern):
+    dataset = write_tiny_dataset(tmp_path / "src", counts={"train": 6, "val": 3, "test": 3})
+    damage(dataset)
+    commit_dataset(tiny_settings, tmp_path / "src")
+    result = _run("run")
+    _assert_one_line_error(result, pattern)
+    _nothing_registered(tiny_settings)
+
+
+@pytest.mark.parametrize(
+    ("policy", "pattern"),
+    [
+        ("gates: [{metric: acuracy, min: 0.9}]", "unknown metric 'acuracy'; the TAI report provides: "),
+        ("gates: [{metric: accuracy, min: ninety}]", r"`min: 'ninety'` is not a finite number; write e.g. `min: 0.95`"),
+    ],
+    ids=["unknown-metric", "malformed-threshold"],
+)
+def test_run_with_a_bad_policy(tiny_settings, tiny_repo, policy, pattern):
+    tiny_settings.policy_file.write_text(policy)
+    result = _run("run")
+    _assert_one_line_error(result, pattern)
+    _nothing_registered(tiny_settings)
+
+
+def test_data_commands_version_a_change(tiny_settings, tiny_repo, tmp_path):
+    extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 2}, classes=1, seed=5)
+    assert _run("data", "branch", "more").exit_code == 0
+    result = _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "two more",
+                  "--meta", "source=scanner-3")
+    assert result.exit_code == 0, result.output
+    merged = _run("data", "merge", "more")
+    assert merged.exit_code == 0 and "merged more into main" in merged.stdout
+    diff = _run("data", "diff", tiny_repo, "main")
+    assert "2 changed files" in diff.stdout
+    log = _run("data", "log")
+    assert "two more" in log.stdout and "source=scanner-3" in log.stdout
+
+
+def test_commit_metadata_must_be_key_value(tiny_settings, tiny_repo, tmp_path):
+    (tmp_path / "x").mkdir()
+    result = _run("data", "commit", str(tmp_path / "x"), "--branch", "main", "-m", "m", "--meta", "oops")
+    _assert_one_line_error(result, "--meta 'oops' is not key=value")
+
+
+def test_report_of_a_missing_version(tiny_settings):
+    _assert_one_line_error(_run("report", "7"), "model `tai-classifier` has no version '7'; versions: none")
+    _assert_one_line_error(_run("report"), "has no `champion` yet; run `tai run`")
