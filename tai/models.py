@@ -36,28 +36,27 @@ class Classifier(nn.Module):
         return self.head(self.embed(x))
 
 
-def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-def small_cnn(in_channels: int, num_classes: int, *, width: int = 32) -> Classifier:
-    """Two VGG-style blocks, global average pooling and a 128-d embedding."""
+def small_cnn(in_channels: int, num_classes: int, *, width: int = 16) -> Classifier:
+    """Three 3x3 conv layers (pooling after the first two) and a 128-d embedding.
+
+    Pooling early keeps it cheap on a CPU (about 1.7 MMAC per 28x28 image at width 16); the flattened
+    7x7 map keeps the spatial layout that digits and other small images need.
+    """
     features = nn.Sequential(
-        _conv_block(in_channels, width),
-        _conv_block(width, 2 * width),
-        nn.AdaptiveAvgPool2d(1),
+        *_conv_bn_relu(in_channels, width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(width, 2 * width),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(2 * width, 2 * width),
+        nn.AdaptiveAvgPool2d(7),
         nn.Flatten(),
-        nn.Linear(2 * width, 128),
-        nn.ReLU(inplace=True),
-        nn.Dropout(0.2),
+        nn.Linear(2 * width * 49, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
     )
     return Classifier(features, nn.Linear(128, num_classes), in_channels=in_channels)
 

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+
+from tai.evaluation import SCHEMA_VERSION, evaluate_model, report_metric_names
+from tai.models import build_model
+from tai.policy import GateDecision, GateResult
+from tai.trust_report import ReportContext, render_trust_report, report_figures
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(30, 1, 12, 12, generator=g)
+    targets = torch.arange(30) % 3
+    model = build_model("small_cnn", in_channels=1, num_classes=3, seed=0)
+    return evaluate_model(model, images, targets, classes=["a", "b", "c"], robustness_budget=12,
+                          ig_steps=4), model, images, targets
+
+
+def test_report_metrics_are_exactly_the_names_a_policy_may_use(evaluation):
+    result, *_ = evaluation
+    assert set(result.metrics) == set(report_metric_names())
+
+
+def test_accuracy_and_calibration_are_computed_on_the_whole_split(evaluation):
+    result, model, images, targets = evaluation
+    model.eval()
+    with torch.no_grad():
+        logits = model(images)
+    assert result.metrics["accuracy"] == pytest.approx((logits.argmax(1) == targets).float().mean().item())
+    assert result.calibration.n_samples == 30
+    assert result.num_samples == 30
+
+
+def test_one_prototype_per_class_is_explained(evaluation):
+    result, _, _, targets = evaluation
+    e = result.explanations
+    assert sorted(e.labels) == [0, 1, 2]
+    assert [targets[i].item() for i in e.indices] == e.labels
+    assert e.attributions.shape == (3, 1, 12, 12)
+
+
+def test_the_report_is_json_with_a_schema_version_and_lineage(evaluation):
+    result, *_ = evaluation
+    report = json.loads(json.dumps(result.report({"tai.data.commit": "abc"})))
+    assert report["schema_version"] == SCHEMA_VERSION
+    assert report["lineage"] == {"tai.data.commit": "abc"}
+    assert report["explanations"]["prototype_labels"] == ["a", "b", "c"]
+    assert len(report["calibration"]["bins"]["count"]) == 15
+
+
+def test_a_model_without_embed_is_rejected():
+    with pytest.raises(ValueError, match="Linear has no `embed\\(x\\)`; build it with tai.models"):
+        evaluate_model(torch.nn.Linear(4, 2), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), classes=["a", "b"])
+
+
+def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
+    result, *_ = evaluation
+    decision = GateDecision((GateResult("accuracy", ">=", 0.97, result.metrics["accuracy"], False),))
+    ctx = ReportContext(model_name="m", version="4", lineage={"tai.data.commit": "c0ffee"},
+                        decision=decision, promoted=False, champion_version="2", created="now")
+    html = render_trust_report(result, ctx, report_figures(result))
+    assert "Trust report · m version 4" in html
+    assert "1 of 1 gates failed" in html
+    assert "<code>champion</code> stays at version 2" in html
+    assert html.count("data:image/png;base64,") == 3
+    assert "c0ffee" in html
+    for name in ("gaussian_noise", "jpeg_compression"):
+        assert f"<td>{name}</td>" in html
