@@ -28,8 +28,11 @@ from tai.lightning_module import ClassifierModule
 def fit_seconds(data: FolderDataModule, settings, workdir: Path, *, with_callbacks: bool) -> float:
     pl.seed_everything(0, verbose=False)
     module = ClassifierModule("small_cnn", data.in_channels, data.num_classes, data.classes)
-    logger = MLFlowLogger("bench", tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
-                          artifact_location=(workdir / "art").as_uri())
+    logger = MLFlowLogger(
+        "bench",
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        artifact_location=(workdir / "art").as_uri(),
+    )
     callbacks = tai_callbacks(settings.tai_budget) if with_callbacks else []
     trainer = make_trainer(settings, logger=logger, callbacks=callbacks)
     start = time.perf_counter()

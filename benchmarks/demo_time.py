@@ -29,13 +29,19 @@ def main() -> None:
     times = []
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("TAI_", "PREFECT_", "MLFLOW_"))}
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("TAI_", "PREFECT_", "MLFLOW_"))
+            }
             env["TAI_POLICY_FILE"] = str(ROOT / "tai-policy.yaml")
             start = time.perf_counter()
             subprocess.run([tai, "demo"], cwd=tmp, env=env, check=True, capture_output=True)
             times.append(time.perf_counter() - start)
     print(f"runs: {[round(t, 1) for t in times]}")
-    print(f"| tai demo, fresh workspace | {statistics.median(times):.0f} s (median of {len(times)}) |")
+    print(
+        f"| tai demo, fresh workspace | {statistics.median(times):.0f} s (median of {len(times)}) |"
+    )
 
 
 if __name__ == "__main__":

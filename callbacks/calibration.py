@@ -45,11 +45,17 @@ class CalibrationCallback(TaiCheckCallback):
         self.n_bins = n_bins
 
     def run_check(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
-        targets: Tensor, logits: Tensor,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        images: Tensor,
+        targets: Tensor,
+        logits: Tensor,
     ) -> CalibrationResult:
         result = calibration_summary(logits.softmax(dim=1), targets, n_bins=self.n_bins)
         pl_module.log_dict({f"tai/calibration/{k}": v for k, v in result.as_dict().items()})
         if self.log_figures:
-            log_figure(trainer, reliability_diagram(result), self.figure_name(trainer, "reliability"))
+            log_figure(
+                trainer, reliability_diagram(result), self.figure_name(trainer, "reliability")
+            )
         return result

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.explain import integrated_gradients, deletion_auc
+from tai.explain import deletion_auc, integrated_gradients
 from tai.explain_plots import prototype_figure
 from tai.prototypes import Prototypes, select_prototypes
 
@@ -93,8 +93,11 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         every_n_epochs: int = 1,
         log_figures: bool = True,
     ) -> None:
-        for arg, value in (("per_class", per_class), ("n_steps", n_steps),
-                           ("deletion_steps", deletion_steps)):
+        for arg, value in (
+            ("per_class", per_class),
+            ("n_steps", n_steps),
+            ("deletion_steps", deletion_steps),
+        ):
             _check_positive_int(arg, value)
         super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
         self.per_class = per_class
@@ -106,8 +109,12 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         embedding_function(pl_module, self.embedding_layer)  # fail before training, not after
 
     def run_check(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
-        targets: Tensor, logits: Tensor,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        images: Tensor,
+        targets: Tensor,
+        logits: Tensor,
     ) -> PrototypeExplanation:
         device = pl_module.device
         embed = embedding_function(pl_module, self.embedding_layer)
@@ -127,10 +134,12 @@ class PrototypeExplanationCallback(TaiCheckCallback):
             deletion_auc=deletion.mean,
             convergence_delta=float(attributions.convergence_delta.abs().mean()),
         )
-        pl_module.log_dict({
-            "tai/explain/deletion_auc": result.deletion_auc,
-            "tai/explain/ig_convergence_delta": result.convergence_delta,
-        })
+        pl_module.log_dict(
+            {
+                "tai/explain/deletion_auc": result.deletion_auc,
+                "tai/explain/ig_convergence_delta": result.convergence_delta,
+            }
+        )
         if self.log_figures:
             classes = getattr(pl_module, "classes", None)
             labels = y.tolist()

@@ -14,7 +14,6 @@ from tai.plots import robustness_curve
 from tai.robustness import RobustnessResult, corruption_accuracy
 
 
-
 class RobustnessCallback(TaiCheckCallback):
     """Accuracy of the model on corrupted validation samples, per corruption and severity.
 
@@ -56,11 +55,14 @@ class RobustnessCallback(TaiCheckCallback):
         unknown = [c for c in corruptions if c not in known]
         if unknown or not corruptions:
             raise ValueError(
-                f"`corruptions` must be a non-empty list of {', '.join(known)}; got {list(corruptions)!r}"
+                f"`corruptions` must be a non-empty list of {', '.join(known)}; "
+                f"got {list(corruptions)!r}"
             )
         bad = [s for s in severities if s not in SEVERITIES]
         if bad or not severities:
-            raise ValueError(f"`severities` must be a non-empty subset of 1..5, got {list(severities)!r}")
+            raise ValueError(
+                f"`severities` must be a non-empty subset of 1..5, got {list(severities)!r}"
+            )
         _check_positive_int("batch_size", batch_size)
         super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
         self.corruptions = tuple(corruptions)
@@ -69,8 +71,12 @@ class RobustnessCallback(TaiCheckCallback):
         self.seed = seed
 
     def run_check(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, images: Tensor,
-        targets: Tensor, logits: Tensor,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        images: Tensor,
+        targets: Tensor,
+        logits: Tensor,
     ) -> RobustnessResult:
         images = images.to(pl_module.device)
         result = corruption_accuracy(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Versioned data: import, branch, commit, merge, diff, log.",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help="Versioned data: import, branch, commit, merge, diff, log.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 _state: dict[str, bool] = {"verbose": False}
@@ -49,8 +49,15 @@ def _settings() -> Settings:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if _state["verbose"] else "CRITICAL")
     apply_environment(settings)
     if not _state["verbose"]:
-        quiet = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "mlflow",
-                 "torch._export", "torch.export", "alembic")
+        quiet = (
+            "pytorch_lightning",
+            "lightning.pytorch",
+            "lightning_fabric",
+            "mlflow",
+            "torch._export",
+            "torch.export",
+            "alembic",
+        )
         for name in quiet:
             logging.getLogger(name).setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module="pytorch_lightning")
@@ -84,7 +91,9 @@ def _cli_errors(command: Callable[..., None]) -> Callable[..., None]:
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect and Lightning logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show Prefect and Lightning logs.")
+    ] = False,
 ) -> None:
     _state["verbose"] = verbose
 
@@ -93,7 +102,9 @@ def _main(
 @app.command()
 @_cli_errors
 def run(
-    branch: Annotated[str, typer.Option(help="Data branch; its head is pinned at the start.")] = "main",
+    branch: Annotated[
+        str, typer.Option(help="Data branch; its head is pinned at the start.")
+    ] = "main",
     commit: Annotated[str | None, typer.Option(help="Data commit id (overrides --branch).")] = None,
 ) -> None:
     """Run the pipeline (data engineering, training, evaluation, gates, promotion) once."""
@@ -121,7 +132,9 @@ def demo() -> None:
 @app.command()
 @_cli_errors
 def report(
-    version: Annotated[str, typer.Argument(help="A model version number, or `champion`.")] = "champion",
+    version: Annotated[
+        str, typer.Argument(help="A model version number, or `champion`.")
+    ] = "champion",
 ) -> None:
     """Print the path of a model version's HTML trust report."""
     settings = _settings()
@@ -147,7 +160,9 @@ def models() -> None:
 
     store = MlflowStore(settings)
     versions = store.list_versions()
-    typer.echo(versions_table(versions, {v.version: store.test_metrics(v.run_id) for v in versions}))
+    typer.echo(
+        versions_table(versions, {v.version: store.test_metrics(v.run_id) for v in versions})
+    )
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -193,11 +208,18 @@ def data_branch(
 @data_app.command("commit")
 @_cli_errors
 def data_commit(
-    folder: Annotated[Path, typer.Argument(help="Local folder whose files are added.", exists=True, file_okay=False)],
+    folder: Annotated[
+        Path,
+        typer.Argument(help="Local folder whose files are added.", exists=True, file_okay=False),
+    ],
     branch: Annotated[str, typer.Option(help="Branch to commit to.")],
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")],
-    prefix: Annotated[str, typer.Option(help="Destination folder in the repository, e.g. mnist/train.")] = "",
-    meta: Annotated[list[str] | None, typer.Option(help="Commit metadata as key=value (repeatable).")] = None,
+    prefix: Annotated[
+        str, typer.Option(help="Destination folder in the repository, e.g. mnist/train.")
+    ] = "",
+    meta: Annotated[
+        list[str] | None, typer.Option(help="Commit metadata as key=value (repeatable).")
+    ] = None,
 ) -> None:
     """Add a folder's files to a branch and commit them."""
     metadata = {}

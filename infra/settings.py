@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     # training
     model: Literal["small_cnn", "resnet18"] = "small_cnn"
-    max_epochs: int = Field(default=6, ge=1)
+    max_epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     seed: int = 0

@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from tai.calibration import CalibrationResult, calibration_summary
+from tai.calibration import CalibrationResult, calibration_report, calibration_summary
 from tai.corruptions import SEVERITIES
 from tai.explain import deletion_auc, integrated_gradients
 from tai.prototypes import select_prototypes
 from tai.robustness import RobustnessResult, corruption_accuracy
+from tai.temperature import TemperatureFit
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression")
@@ -26,9 +27,21 @@ DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg_comp
 def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> list[str]:
     """Every name a gate policy may use, for a report over ``corruptions``."""
     names = [
-        "accuracy", "ece", "mce", "nll", "brier",
-        "clean_accuracy", "mean_corruption_accuracy",
-        "deletion_auc", "ig_convergence_delta",
+        "accuracy",
+        "ece",
+        "mce",
+        "nll",
+        "brier",
+        "adaptive_ece",
+        "classwise_ece",
+        "ece_lower",
+        "ece_upper",
+        "temperature",
+        "ece_unscaled",
+        "clean_accuracy",
+        "mean_corruption_accuracy",
+        "deletion_auc",
+        "ig_convergence_delta",
     ]
     for c in corruptions:
         names.append(f"{c}_mean")
@@ -40,11 +53,11 @@ def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> lis
 class Explanations:
     """Prototypes of the evaluated split with their attribution maps."""
 
-    indices: list[int]          # into the evaluated split
+    indices: list[int]  # into the evaluated split
     labels: list[int]
-    images: Tensor              # (P, C, H, W)
-    attributions: Tensor        # (P, C, H, W)
-    deletion_auc: list[float]   # per prototype
+    images: Tensor  # (P, C, H, W)
+    attributions: Tensor  # (P, C, H, W)
+    deletion_auc: list[float]  # per prototype
     convergence_delta: list[float]
 
 
@@ -58,6 +71,7 @@ class Evaluation:
     robustness: RobustnessResult
     explanations: Explanations
     metrics: dict[str, float] = field(default_factory=dict)
+    temperature: TemperatureFit | None = None
 
     def report(self, lineage: dict[str, str] | None = None) -> dict:
         """The TAI report: JSON-ready, with ``schema_version``."""
@@ -69,8 +83,9 @@ class Evaluation:
             "num_samples": self.num_samples,
             "metrics": self.metrics,
             "calibration": {
-                **self.calibration.as_dict(),
+                **self.calibration.as_extended_dict(),
                 "bins": asdict(self.calibration.bins),
+                "temperature_scaling": self.temperature.as_dict() if self.temperature else None,
             },
             "robustness": {
                 "severities": list(self.robustness.severities),
@@ -105,6 +120,7 @@ def evaluate_model(
     prototypes_per_class: int = 1,
     n_bins: int = 15,
     ig_steps: int = 32,
+    temperature: TemperatureFit | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """Run every TAI check on a held-out split.
@@ -120,13 +136,16 @@ def evaluate_model(
         prototypes_per_class: prototypes explained per class.
         n_bins: calibration bins.
         ig_steps: Integrated Gradients steps.
+        temperature: the temperature fitted on validation when ``model`` is a
+            :class:`tai.temperature.TemperatureScaledModel`; its metrics then also
+            report the test ECE of the unscaled logits.
         seed: seeds corruptions and prototype selection.
     """
     if not callable(getattr(model, "embed", None)):
         raise ValueError(f"{type(model).__name__} has no `embed(x)`; build it with tai.models")
     model.eval()
     logits = predict_logits(model, images)
-    calibration = calibration_summary(logits.softmax(1), targets, n_bins=n_bins)
+    calibration = calibration_report(logits.softmax(1), targets, n_bins=n_bins, seed=seed)
     # A seeded random subset: split files often come sorted by class.
     generator = torch.Generator().manual_seed(seed)
     subset = torch.randperm(len(targets), generator=generator)[:robustness_budget]
@@ -136,9 +155,17 @@ def evaluate_model(
     explanations = _explain_prototypes(
         model, images, targets, per_class=prototypes_per_class, n_steps=ig_steps, seed=seed
     )
+    scaling = {}
+    if temperature is not None:
+        unscaled = (logits * temperature.temperature).softmax(1)
+        scaling = {
+            "temperature": temperature.temperature,
+            "ece_unscaled": calibration_summary(unscaled, targets, n_bins=n_bins).ece,
+        }
     metrics = {
         "accuracy": calibration.accuracy,
-        **calibration.as_dict(),
+        **calibration.as_extended_dict(),
+        **scaling,
         **{k: v for k, v in robustness.as_dict().items()},
         "deletion_auc": sum(explanations.deletion_auc) / len(explanations.deletion_auc),
         "ig_convergence_delta": max(abs(d) for d in explanations.convergence_delta),
@@ -150,6 +177,7 @@ def evaluate_model(
         robustness=robustness,
         explanations=explanations,
         metrics={k: float(v) for k, v in metrics.items()},
+        temperature=temperature,
     )
 
 
@@ -157,7 +185,9 @@ def _explain_prototypes(
     model: nn.Module, images: Tensor, targets: Tensor, *, per_class: int, n_steps: int, seed: int
 ) -> Explanations:
     with torch.no_grad():
-        embeddings = torch.cat([model.embed(images[i : i + 256]) for i in range(0, len(images), 256)])
+        embeddings = torch.cat(
+            [model.embed(images[i : i + 256]) for i in range(0, len(images), 256)]
+        )
     protos = select_prototypes(embeddings, targets, per_class=per_class, seed=seed)
     index = torch.tensor(protos.all_indices())
     x, y = images[index], targets[index]

@@ -43,8 +43,8 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 def small_cnn(in_channels: int, num_classes: int, *, width: int = 16) -> Classifier:
     """Three 3x3 conv layers (pooling after the first two) and a 128-d embedding.
 
-    Pooling early keeps it cheap on a CPU (about 1.7 MMAC per 28x28 image at width 16); the flattened
-    7x7 map keeps the spatial layout that digits and other small images need.
+    Pooling early keeps it cheap on a CPU (about 1.7 MMAC per 28x28 image at width 16);
+    the flattened 7x7 map keeps the spatial layout that digits and other small images need.
     """
     features = nn.Sequential(
         *_conv_bn_relu(in_channels, width),

@@ -67,7 +67,9 @@ class GateResult:
 
     def explain(self) -> str:
         verdict = "pass" if self.passed else "FAIL"
-        return f"{verdict}: {self.metric} = {self.value:.4f} (required {self.op} {self.threshold:g})"
+        return (
+            f"{verdict}: {self.metric} = {self.value:.4f} (required {self.op} {self.threshold:g})"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,9 @@ class GateDecision:
         return "\n".join(rows)
 
 
-def parse_policy(text: str, known_metrics: Iterable[str], *, source: str = "<policy>") -> GatePolicy:
+def parse_policy(
+    text: str, known_metrics: Iterable[str], *, source: str = "<policy>"
+) -> GatePolicy:
     """Parse and validate a policy document.
 
     Raises:
@@ -133,13 +137,19 @@ def _parse_gate(number: int, raw: object, known: set[str], source: str) -> Gate:
         )
     unexpected = set(raw) - {"metric", "min", "max", "why"}
     if unexpected:
-        raise PolicyError(f"{where}: unexpected keys {sorted(unexpected)}; allowed: metric, min, max, why")
+        raise PolicyError(
+            f"{where}: unexpected keys {sorted(unexpected)}; allowed: metric, min, max, why"
+        )
     bounds = [b for b in ("min", "max") if b in raw]
     if len(bounds) != 1:
         raise PolicyError(f"{where} ({metric}): give exactly one of `min` or `max`")
     bound = bounds[0]
     threshold = raw[bound]
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not math.isfinite(threshold)
+    ):
         raise PolicyError(
             f"{where} ({metric}): threshold `{bound}: {threshold!r}` is not a finite number; "
             f"write e.g. `{bound}: 0.95`"

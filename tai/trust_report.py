@@ -69,6 +69,10 @@ def render_trust_report(
     images = {k: base64.b64encode(v).decode() for k, v in figures.items()}
     report = evaluation.report(context.lineage)
     return env.get_template("trust_report.html.j2").render(
-        ctx=context, report=report, metrics=report["metrics"], images=images,
-        robustness=evaluation.robustness, explanations=report["explanations"],
+        ctx=context,
+        report=report,
+        metrics=report["metrics"],
+        images=images,
+        robustness=evaluation.robustness,
+        explanations=report["explanations"],
     )

@@ -84,6 +84,8 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     get_run_logger().info(
         "trained %s for %d epochs: val_acc %.4f",
-        settings.model, settings.max_epochs, metrics.get("val_acc", float("nan")),
+        settings.model,
+        settings.max_epochs,
+        metrics.get("val_acc", float("nan")),
     )
     return TrainedModel(module=module, data=data, callback_metrics=metrics)

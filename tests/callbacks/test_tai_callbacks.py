@@ -14,9 +14,15 @@ from tai.lightning_module import ClassifierModule
 
 def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
     return pl.Trainer(
-        max_epochs=epochs, callbacks=callbacks, logger=logger, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-        inference_mode=False, log_every_n_steps=1,
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        inference_mode=False,
+        log_every_n_steps=1,
     )
 
 
@@ -33,14 +39,21 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
 
     client = MlflowClient(uri)
     metrics = client.get_run(logger.run_id).data.metrics
-    for key in ("tai/calibration/ece", "tai/calibration/brier", "tai/robustness/mean_corruption_accuracy",
-                "tai/robustness/contrast_mean", "tai/explain/deletion_auc"):
+    for key in (
+        "tai/calibration/ece",
+        "tai/calibration/brier",
+        "tai/robustness/mean_corruption_accuracy",
+        "tai/robustness/contrast_mean",
+        "tai/explain/deletion_auc",
+    ):
         assert key in metrics, key
     history = client.get_metric_history(logger.run_id, "tai/calibration/ece")
     assert len(history) == 2  # one value per validation epoch, none from the sanity check
     artifacts = {f.path for f in client.list_artifacts(logger.run_id, "tai/calibration")}
-    assert artifacts == {"tai/calibration/reliability_epoch000.png",
-                         "tai/calibration/reliability_epoch001.png"}
+    assert artifacts == {
+        "tai/calibration/reliability_epoch000.png",
+        "tai/calibration/reliability_epoch001.png",
+    }
     assert client.list_artifacts(logger.run_id, "tai/explain")
 
 
@@ -49,7 +62,8 @@ def test_calibration_callback_equals_the_tai_function_on_the_same_samples(tmp_pa
     module = ClassifierModule("small_cnn", 1, 3, learning_rate=5e-3)
     _trainer(tmp_path, [cb]).fit(module, *loaders)
 
-    x, y = (torch.cat(t)[:40] for t in zip(*[(b[0], b[1]) for b in loaders[1]]))
+    x = torch.cat([b[0] for b in loaders[1]])[:40]
+    y = torch.cat([b[1] for b in loaders[1]])[:40]
     module.eval()
     with torch.no_grad():
         expected = calibration_summary(module(x).softmax(1), y)
@@ -104,8 +118,12 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
     assert 0.0 <= cb.last_result.deletion_auc <= 1.0
 
     with pytest.raises(ValueError, match="`embedding_layer` 'head' is not a submodule of Plain"):
-        _trainer(tmp_path, [PrototypeExplanationCallback(embedding_layer="head")]).fit(Plain(), *loaders)
-    with pytest.raises(ValueError, match="Plain has no `embed\\(x\\)` method; pass `embedding_layer="):
+        _trainer(tmp_path, [PrototypeExplanationCallback(embedding_layer="head")]).fit(
+            Plain(), *loaders
+        )
+    with pytest.raises(
+        ValueError, match="Plain has no `embed\\(x\\)` method; pass `embedding_layer="
+    ):
         _trainer(tmp_path, [PrototypeExplanationCallback()]).fit(Plain(), *loaders)
 
 
@@ -114,10 +132,22 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
     [
         (lambda: CalibrationCallback(n_bins=0), "`n_bins` must be a positive integer, got 0"),
         (lambda: CalibrationCallback(budget=-5), "`budget` must be a positive integer, got -5"),
-        (lambda: CalibrationCallback(every_n_epochs=1.5), "`every_n_epochs` must be a positive integer, got 1.5"),
-        (lambda: RobustnessCallback(corruptions=["fog2"]), "`corruptions` must be a non-empty list of .*gaussian_noise.*got \\['fog2'\\]"),
-        (lambda: RobustnessCallback(severities=[0, 6]), "`severities` must be a non-empty subset of 1..5, got \\[0, 6\\]"),
-        (lambda: PrototypeExplanationCallback(per_class=0), "`per_class` must be a positive integer, got 0"),
+        (
+            lambda: CalibrationCallback(every_n_epochs=1.5),
+            "`every_n_epochs` must be a positive integer, got 1.5",
+        ),
+        (
+            lambda: RobustnessCallback(corruptions=["fog2"]),
+            "`corruptions` must be a non-empty list of .*gaussian_noise.*got \\['fog2'\\]",
+        ),
+        (
+            lambda: RobustnessCallback(severities=[0, 6]),
+            "`severities` must be a non-empty subset of 1..5, got \\[0, 6\\]",
+        ),
+        (
+            lambda: PrototypeExplanationCallback(per_class=0),
+            "`per_class` must be a positive integer, got 0",
+        ),
     ],
 )
 def test_callback_arguments_are_checked_at_construction(make, message):

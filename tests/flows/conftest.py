@@ -29,8 +29,13 @@ def tiny_settings(workspace, tmp_path, monkeypatch):
     """Settings for a one-epoch run on a tiny dataset, with a lenient policy."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(LENIENT)
-    for key, value in {"DATASET": "tiny", "MAX_EPOCHS": "1", "BATCH_SIZE": "16",
-                       "TAI_BUDGET": "16", "POLICY_FILE": str(policy)}.items():
+    for key, value in {
+        "DATASET": "tiny",
+        "MAX_EPOCHS": "1",
+        "BATCH_SIZE": "16",
+        "TAI_BUDGET": "16",
+        "POLICY_FILE": str(policy),
+    }.items():
         monkeypatch.setenv(f"TAI_{key}", value)
     return load_settings()
 

@@ -49,10 +49,17 @@ def test_run_on_a_commit_that_does_not_exist(tiny_settings, tiny_repo):
     ("damage", "pattern"),
     [
         (lambda d: shutil.rmtree(d / "test"), r"split folder\(s\) \['test'\] missing"),
-        (lambda d: (d / "train" / "1" / "3.png").write_bytes(b"not a png"), "cannot decode image .*3.png"),
-        (lambda d: [p.unlink() for p in (d / "val" / "2").glob("*.png")]
-                   and (d / "val" / "2" / "README.txt").write_text("scans pending"),
-         r"class folder .*val/2 holds no images"),
+        (
+            lambda d: (d / "train" / "1" / "3.png").write_bytes(b"not a png"),
+            "cannot decode image .*3.png",
+        ),
+        (
+            lambda d: (
+                [p.unlink() for p in (d / "val" / "2").glob("*.png")]
+                and (d / "val" / "2" / "README.txt").write_text("scans pending")
+            ),
+            r"class folder .*val/2 holds no images",
+        ),
     ],
     ids=["missing-split", "undecodable-png", "empty-class"],
 )
@@ -68,8 +75,14 @@ def test_run_on_a_malformed_dataset(tiny_settings, tmp_path, damage, pattern):
 @pytest.mark.parametrize(
     ("policy", "pattern"),
     [
-        ("gates: [{metric: acuracy, min: 0.9}]", "unknown metric 'acuracy'; the TAI report provides: "),
-        ("gates: [{metric: accuracy, min: ninety}]", r"`min: 'ninety'` is not a finite number; write e.g. `min: 0.95`"),
+        (
+            "gates: [{metric: acuracy, min: 0.9}]",
+            "unknown metric 'acuracy'; the TAI report provides: ",
+        ),
+        (
+            "gates: [{metric: accuracy, min: ninety}]",
+            r"`min: 'ninety'` is not a finite number; write e.g. `min: 0.95`",
+        ),
     ],
     ids=["unknown-metric", "malformed-threshold"],
 )
@@ -83,8 +96,17 @@ def test_run_with_a_bad_policy(tiny_settings, tiny_repo, policy, pattern):
 def test_data_commands_version_a_change(tiny_settings, tiny_repo, tmp_path):
     extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 2}, classes=1, seed=5)
     assert _run("data", "branch", "more").exit_code == 0
-    result = _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "two more",
-                  "--meta", "source=scanner-3")
+    result = _run(
+        "data",
+        "commit",
+        str(extra.parent),
+        "--branch",
+        "more",
+        "-m",
+        "two more",
+        "--meta",
+        "source=scanner-3",
+    )
     assert result.exit_code == 0, result.output
     merged = _run("data", "merge", "more")
     assert merged.exit_code == 0 and "merged more into main" in merged.stdout
@@ -96,10 +118,14 @@ def test_data_commands_version_a_change(tiny_settings, tiny_repo, tmp_path):
 
 def test_commit_metadata_must_be_key_value(tiny_settings, tiny_repo, tmp_path):
     (tmp_path / "x").mkdir()
-    result = _run("data", "commit", str(tmp_path / "x"), "--branch", "main", "-m", "m", "--meta", "oops")
+    result = _run(
+        "data", "commit", str(tmp_path / "x"), "--branch", "main", "-m", "m", "--meta", "oops"
+    )
     _assert_one_line_error(result, "--meta 'oops' is not key=value")
 
 
 def test_report_of_a_missing_version(tiny_settings):
-    _assert_one_line_error(_run("report", "7"), "model `tai-classifier` has no version '7'; versions: none")
+    _assert_one_line_error(
+        _run("report", "7"), "model `tai-classifier` has no version '7'; versions: none"
+    )
     _assert_one_line_error(_run("report"), "has no `champion` yet; run `tai run`")

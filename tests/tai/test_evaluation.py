@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from tai.evaluation import SCHEMA_VERSION, evaluate_model, report_metric_names
+from tai.evaluation import SCHEMA_VERSION, evaluate_model, predict_logits, report_metric_names
 from tai.models import build_model
 from tai.policy import GateDecision, GateResult
+from tai.temperature import TemperatureScaledModel, fit_temperature
 from tai.trust_report import ReportContext, render_trust_report, report_figures
 
 
@@ -14,9 +15,23 @@ def evaluation():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(30, 1, 12, 12, generator=g)
     targets = torch.arange(30) % 3
-    model = build_model("small_cnn", in_channels=1, num_classes=3, seed=0)
-    return evaluate_model(model, images, targets, classes=["a", "b", "c"], robustness_budget=12,
-                          ig_steps=4), model, images, targets
+    raw = build_model("small_cnn", in_channels=1, num_classes=3, seed=0)
+    fit = fit_temperature(predict_logits(raw, images[:15]), targets[:15])
+    model = TemperatureScaledModel(raw, fit.temperature)
+    return (
+        evaluate_model(
+            model,
+            images,
+            targets,
+            classes=["a", "b", "c"],
+            robustness_budget=12,
+            ig_steps=4,
+            temperature=fit,
+        ),
+        model,
+        images,
+        targets,
+    )
 
 
 def test_report_metrics_are_exactly_the_names_a_policy_may_use(evaluation):
@@ -24,12 +39,27 @@ def test_report_metrics_are_exactly_the_names_a_policy_may_use(evaluation):
     assert set(result.metrics) == set(report_metric_names())
 
 
+def test_temperature_scaling_is_reported_with_the_unscaled_ece(evaluation):
+    result, model, images, targets = evaluation
+    assert result.metrics["temperature"] == pytest.approx(float(model.temperature))
+    with torch.no_grad():
+        raw = model.model(images).softmax(1)
+    from tai.calibration import expected_calibration_error
+
+    assert result.metrics["ece_unscaled"] == pytest.approx(
+        expected_calibration_error(raw, targets), abs=1e-6
+    )
+    assert result.report()["calibration"]["temperature_scaling"]["temperature"] > 0
+
+
 def test_accuracy_and_calibration_are_computed_on_the_whole_split(evaluation):
     result, model, images, targets = evaluation
     model.eval()
     with torch.no_grad():
         logits = model(images)
-    assert result.metrics["accuracy"] == pytest.approx((logits.argmax(1) == targets).float().mean().item())
+    assert result.metrics["accuracy"] == pytest.approx(
+        (logits.argmax(1) == targets).float().mean().item()
+    )
     assert result.calibration.n_samples == 30
     assert result.num_samples == 30
 
@@ -53,14 +83,25 @@ def test_the_report_is_json_with_a_schema_version_and_lineage(evaluation):
 
 def test_a_model_without_embed_is_rejected():
     with pytest.raises(ValueError, match="Linear has no `embed\\(x\\)`; build it with tai.models"):
-        evaluate_model(torch.nn.Linear(4, 2), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), classes=["a", "b"])
+        evaluate_model(
+            torch.nn.Linear(4, 2), torch.rand(2, 1, 2, 2), torch.tensor([0, 1]), classes=["a", "b"]
+        )
 
 
 def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
     result, *_ = evaluation
-    decision = GateDecision((GateResult("accuracy", ">=", 0.97, result.metrics["accuracy"], False),))
-    ctx = ReportContext(model_name="m", version="4", lineage={"tai.data.commit": "c0ffee"},
-                        decision=decision, promoted=False, champion_version="2", created="now")
+    decision = GateDecision(
+        (GateResult("accuracy", ">=", 0.97, result.metrics["accuracy"], False),)
+    )
+    ctx = ReportContext(
+        model_name="m",
+        version="4",
+        lineage={"tai.data.commit": "c0ffee"},
+        decision=decision,
+        promoted=False,
+        champion_version="2",
+        created="now",
+    )
     html = render_trust_report(result, ctx, report_figures(result))
     assert "Trust report · m version 4" in html
     assert "1 of 1 gates failed" in html

@@ -35,8 +35,14 @@ def test_build_model_leaves_the_global_random_state_alone():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "vgg", "in_channels": 1, "num_classes": 3}, "unknown model 'vgg'; choose one of small_cnn, resnet18"),
-        ({"name": "small_cnn", "in_channels": 4, "num_classes": 3}, "in_channels must be 1 .* or 3 .*, got 4"),
+        (
+            {"name": "vgg", "in_channels": 1, "num_classes": 3},
+            "unknown model 'vgg'; choose one of small_cnn, resnet18",
+        ),
+        (
+            {"name": "small_cnn", "in_channels": 4, "num_classes": 3},
+            "in_channels must be 1 .* or 3 .*, got 4",
+        ),
         ({"name": "small_cnn", "in_channels": 1, "num_classes": 1}, "at least 2 classes, got 1"),
     ],
 )
