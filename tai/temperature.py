@@ -188,9 +188,11 @@ class TemperatureScaledModel(nn.Module):
         self.model = model
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
-    def forward(self, *args, **kwargs) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         """The wrapped model's logits divided by the temperature."""
-        return self.model(*args, **kwargs) / self.temperature
+        # One named input, not *args: torch.export (MLflow's pt2 format) derives the
+        # dynamic batch dimension from the signature.
+        return self.model(x) / self.temperature
 
     @property
     def embed(self) -> Callable[..., Tensor]:
