@@ -9,13 +9,14 @@ from prefect import flow, get_run_logger
 
 from flows.lineage import lineage_tags
 from flows.stores import make_data_store
-from flows.tasks.data import build_data_card, materialize, resolve_data_version
+from flows.preflight import gate_metric_names
+from flows.tasks.data import data_card, materialize, resolve_data_version
 from flows.tasks.evaluation import calibrate, evaluate
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
-from tai.evaluation import report_metric_names
+from tai.data_card import data_metrics
 from tai.policy import load_policy
 
 
@@ -47,24 +48,25 @@ def tai_pipeline(
     settings = settings or load_settings()
     log = get_run_logger()
     # Everything that can be wrong with the inputs is checked before anything is trained.
-    policy = load_policy(settings.policy_file, report_metric_names())
+    policy = load_policy(settings.policy_file, gate_metric_names())
     store = make_data_store(settings)
     data_version = resolve_data_version(store, commit or branch)
     root = materialize(store, data_version)
-    card = build_data_card(root, settings.dataset, data_version, settings.cache_dir)
+    card = data_card(root, settings.dataset, data_version, settings.cache_dir, settings.seed)
 
     mlflow = MlflowStore(settings)
     lineage = lineage_tags(data_version, policy)
     run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
     try:
         mlflow.log_json(run_id, card, "data/data_card.json")
+        mlflow.log_metrics(run_id, data_metrics(card))
         mlflow.log_params(run_id, settings_params(settings))
         trained = train_model(settings, root, run_id)
         calibrated = calibrate(trained)
         evaluation = evaluate(calibrated, trained, settings)
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
-        decision = judge(policy, evaluation)
+        decision = judge(policy, {**evaluation.metrics, **data_metrics(card)})
         # Two images: a batch of one would make torch.export specialise the batch size to 1.
         example = trained.data.splits["test"].images[:2]
         promotion = register_and_promote(
@@ -75,6 +77,7 @@ def tai_pipeline(
             evaluation,
             decision,
             lineage,
+            card,
             settings.reports_dir,
         )
     except BaseException:

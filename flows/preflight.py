@@ -15,7 +15,13 @@ def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]
         PolicyError: the policy file is missing or malformed.
         DataStoreError: the branch or commit does not exist.
     """
+    policy = load_policy(settings.policy_file, gate_metric_names())
+    return policy, make_data_store(settings).version(ref)
+
+
+def gate_metric_names() -> list[str]:
+    """Every metric a gate may name: the TAI report's and the data card's."""
+    from tai.data_card import DATA_METRIC_NAMES
     from tai.evaluation import report_metric_names
 
-    policy = load_policy(settings.policy_file, report_metric_names())
-    return policy, make_data_store(settings).version(ref)
+    return [*report_metric_names(), *DATA_METRIC_NAMES]

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from tai.data_card import data_metrics  # noqa: E402
 from tai.evaluation import Evaluation  # noqa: E402
 from tai.explain_plots import prototype_figure  # noqa: E402
 from tai.plots import reliability_diagram, robustness_curve  # noqa: E402
@@ -34,6 +35,7 @@ class ReportContext:
     promoted: bool
     champion_version: str | None
     created: str
+    data_card: dict | None = None
 
 
 def figure_png(figure: Figure) -> bytes:
@@ -75,4 +77,6 @@ def render_trust_report(
         images=images,
         robustness=evaluation.robustness,
         explanations=report["explanations"],
+        card=context.data_card,
+        data=data_metrics(context.data_card) if context.data_card else None,
     )

@@ -13,10 +13,8 @@ from prefect.cache_policies import NO_CACHE
 from flows.lineage import code_version
 from flows.tasks._retry import retry_transient
 from infra.datastore.base import DataStore, DataVersion
-from tai.data_profile import DatasetError, noise_profile, scan_dataset, validate_dataset
-
-DATA_CARD_SCHEMA = "1.0"
-
+from tai.data_card import build_data_card
+from tai.data_profile import DatasetError
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def resolve_data_version(store: DataStore, ref: str) -> DataVersion:
@@ -38,8 +36,8 @@ def _card_path(cache_dir: Path, version: DataVersion) -> Path:
 
 
 @task(cache_policy=NO_CACHE)
-def build_data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path) -> dict:
-    """Validate the dataset and profile its noise; cached by (commit, code version).
+def data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path, seed: int) -> dict:
+    """Validate the dataset and profile it; cached by (commit, code version).
 
     Raises:
         tai.data_profile.DatasetError: the dataset is malformed (missing split, empty
@@ -50,21 +48,14 @@ def build_data_card(root: Path, dataset: str, version: DataVersion, cache_dir: P
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
         return json.loads(path.read_text())
     try:
-        summary = validate_dataset(root, dataset)
+        card = build_data_card(root, dataset, seed=seed)
     except DatasetError as exc:
         # Name the file as it is in the repository, not in the local cache.
         where = str(exc).replace(f"{root}/", "")
         raise DatasetError(
             f"data commit {version.commit_id} of {version.repository}: {where}"
         ) from None
-    profile = noise_profile(root, scan_dataset(root, dataset))
-    card = {
-        "schema_version": DATA_CARD_SCHEMA,
-        "data_version": version.as_tags(),
-        "code_version": code_version(),
-        "summary": summary.as_dict(),
-        "noise_profile": profile.as_dict(),
-    }
+    card = {**card, "data_version": version.as_tags(), "code_version": code_version()}
     _write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
     return card
 

@@ -26,9 +26,9 @@ class Promotion:
 
 
 @task(cache_policy=NO_CACHE)
-def judge(policy: GatePolicy, evaluation: Evaluation) -> GateDecision:
+def judge(policy: GatePolicy, metrics: dict[str, float]) -> GateDecision:
     """Evaluate every gate; publish the gate table as a Prefect artifact."""
-    decision = evaluate_gates(policy, evaluation.metrics)
+    decision = evaluate_gates(policy, metrics)
     verdict = "all gates passed" if decision.passed else "gates failed"
     create_markdown_artifact(
         markdown=f"## Gate decision: {verdict}\n\n{decision.markdown_table()}\n",
@@ -56,6 +56,7 @@ def register_and_promote(
     evaluation: Evaluation,
     decision: GateDecision,
     lineage: dict[str, str],
+    data_card: dict,
     reports_dir: Path,
 ) -> Promotion:
     """Register a new model version with lineage and gate tags, write its trust report,
@@ -78,6 +79,7 @@ def register_and_promote(
             promoted=decision.passed,
             champion_version=previous.version if previous else None,
             created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            data_card=data_card,
         )
         html = render_trust_report(evaluation, context, report_figures(evaluation))
         reports_dir.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,7 @@ def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
         created="now",
     )
     html = render_trust_report(result, ctx, report_figures(result))
+    assert "data card" not in html  # no card given: no data section
     assert "Trust report · m version 4" in html
     assert "1 of 1 gates failed" in html
     assert "<code>champion</code> stays at version 2" in html
@@ -110,3 +111,18 @@ def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
     assert "c0ffee" in html
     for name in ("gaussian_noise", "jpeg_compression"):
         assert f"<td>{name}</td>" in html
+
+
+def test_trust_report_shows_the_data_card(evaluation, tmp_path):
+    from tai.data_card import build_data_card
+    from tests.conftest import write_tiny_dataset
+
+    result, *_ = evaluation
+    write_tiny_dataset(tmp_path, counts={"train": 4, "val": 3, "test": 3}, classes=3, size=8)
+    card = build_data_card(tmp_path, "tiny", n_components=4, n_factors=2)
+    decision = GateDecision((GateResult("accuracy", ">=", 0.0, 1.0, True),))
+    ctx = ReportContext("m", "1", {}, decision, True, None, "now", data_card=card)
+    html = render_trust_report(result, ctx, report_figures(result))
+    assert "training commit's data card" in html
+    assert '<td>train</td><td class="num">12</td>' in html
+    assert "not estimated (a class has fewer than 5 training images)" in html

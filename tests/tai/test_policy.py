@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tai.evaluation import report_metric_names
+from flows.preflight import gate_metric_names
 from tai.policy import PolicyError, evaluate_gates, load_policy, parse_policy
 
 KNOWN = ["accuracy", "ece", "deletion_auc"]
@@ -47,7 +47,7 @@ def test_a_missing_or_nan_metric_fails_its_gate():
 
 
 def test_the_default_policy_file_is_valid():
-    policy = load_policy("tai-policy.yaml", report_metric_names())
+    policy = load_policy("tai-policy.yaml", gate_metric_names())
     assert {g.metric for g in policy.gates} >= {"accuracy", "ece"}
 
 

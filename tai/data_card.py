@@ -1,0 +1,104 @@
+"""The data card of one data commit: validation, noise profile, label noise, factors.
+
+Data engineering runs before any model exists, so every embedding here is model-free:
+a PCA of the normalised pixels (``tai.factors.pixel_embeddings``). The card is a JSON-
+ready dict with ``schema_version``; :func:`data_metrics` flattens the numbers a gate
+policy may use, prefixed ``data_``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tai.data_profile import noise_profile, scan_dataset, validate_dataset
+from tai.datamodule import load_split
+from tai.factors import factors_of_variation, pixel_embeddings
+from tai.label_noise import find_label_issues
+
+SCHEMA_VERSION = "1.0"
+DATA_METRIC_NAMES = (
+    "data_label_issue_rate",
+    "data_noise_sigma_median",
+    "data_min_class_balance",
+    "data_duplicate_groups",
+)
+
+
+def build_data_card(
+    root: Path,
+    dataset: str,
+    *,
+    max_images: int = 3000,
+    n_components: int = 32,
+    n_factors: int = 8,
+    seed: int = 0,
+) -> dict:
+    """Validate and profile ``<root>/<dataset>``.
+
+    Args:
+        root: the materialised commit.
+        dataset: the dataset folder in it.
+        max_images: training images used for the label-noise estimate and the factors
+            (a seeded subset that keeps every class), which bounds the cost.
+        n_components: pixel-PCA components of the embedding.
+        n_factors: factors of variation reported.
+        seed: seeds every sample.
+
+    Raises:
+        tai.data_profile.DatasetError: the dataset is malformed.
+    """
+    summary = validate_dataset(root, dataset)
+    records = scan_dataset(root, dataset)
+    profile = noise_profile(root, records, seed=seed)
+    train = load_split(
+        root,
+        [r for r in records if r.split == "train"],
+        summary.classes,
+        max_images=max_images,
+        seed=seed,
+    )
+    pca = pixel_embeddings(train.images, n_components=min(n_components, len(train) - 1), seed=seed)
+    codes = pca.transform(train.images)
+    factors = factors_of_variation(codes, n_factors=min(n_factors, codes.shape[1]), seed=seed)
+    label_noise = _label_noise(codes.numpy(), train.targets.numpy(), summary.classes, seed)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "summary": summary.as_dict(),
+        "noise_profile": profile.as_dict(),
+        "label_noise": label_noise,
+        "factors": {
+            "embedding": f"pixel PCA, {pca.components.shape[0]} components, "
+            f"{len(train)} training images",
+            "explained_variance_ratio": [float(v) for v in factors.explained_variance_ratio],
+        },
+    }
+
+
+def _label_noise(features: np.ndarray, labels: np.ndarray, classes: list[str], seed: int) -> dict:
+    """Confident learning on out-of-fold probabilities; skipped when a class is too small."""
+    n_folds = 5
+    counts = np.bincount(labels, minlength=len(classes))
+    if counts.min() < n_folds:
+        return {"skipped": f"a class has fewer than {n_folds} training images", "issue_rate": None}
+    result = find_label_issues(features, labels, n_folds=n_folds, seed=seed)
+    return {
+        "method": result.method,
+        "issue_rate": result.issue_rate,
+        "issues": len(result.issue_indices),
+        "per_class_rate": {classes[k]: v for k, v in result.per_class_rate.items()},
+    }
+
+
+def data_metrics(card: dict) -> dict[str, float]:
+    """The card's gateable numbers, named as in :data:`DATA_METRIC_NAMES`."""
+    per_split_class = card["noise_profile"]["per_split_class"]
+    medians = [s["median"] for classes in per_split_class.values() for s in classes.values()]
+    issue_rate = card["label_noise"].get("issue_rate")
+    return {
+        "data_label_issue_rate": float("nan") if issue_rate is None else float(issue_rate),
+        "data_noise_sigma_median": float(np.median(medians)),
+        "data_min_class_balance": float(min(card["summary"]["class_balance"].values())),
+        "data_duplicate_groups": float(len(card["summary"]["duplicates"])),
+    }

@@ -1,0 +1,35 @@
+import json
+import math
+
+import pytest
+
+from tai.data_card import DATA_METRIC_NAMES, SCHEMA_VERSION, build_data_card, data_metrics
+from tai.data_profile import DatasetError
+from tests.conftest import write_tiny_dataset
+
+
+def test_data_card_profiles_a_valid_dataset(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 12, "val": 4, "test": 4}, classes=3, size=12)
+    card = json.loads(json.dumps(build_data_card(tmp_path, "tiny", n_components=8, n_factors=4)))
+    assert card["schema_version"] == SCHEMA_VERSION
+    assert card["summary"]["splits"]["train"] == {"0": 12, "1": 12, "2": 12}
+    assert len(card["factors"]["explained_variance_ratio"]) == 4
+    assert card["label_noise"]["issue_rate"] is not None
+    metrics = data_metrics(card)
+    assert set(metrics) == set(DATA_METRIC_NAMES)
+    assert metrics["data_min_class_balance"] == 1.0
+    assert metrics["data_duplicate_groups"] == 0.0
+    assert 0.0 <= metrics["data_label_issue_rate"] <= 1.0
+
+
+def test_label_noise_is_skipped_when_a_class_is_too_small(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 3, "val": 2, "test": 2}, classes=2, size=8)
+    card = build_data_card(tmp_path, "tiny", n_components=4, n_factors=2)
+    assert "fewer than 5 training images" in card["label_noise"]["skipped"]
+    assert math.isnan(data_metrics(card)["data_label_issue_rate"])
+
+
+def test_a_malformed_dataset_fails_the_card(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 3, "val": 2}, classes=2, size=8)
+    with pytest.raises(DatasetError, match=r"split folder\(s\) \['test'\] missing"):
+        build_data_card(tmp_path, "tiny")
