@@ -8,15 +8,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.lineage import lineage_tags
-from flows.stores import make_data_store
 from flows.preflight import gate_metric_names
+from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
-from flows.tasks.evaluation import calibrate, evaluate
+from flows.tasks.evaluation import calibrate, evaluate, load_champion, weights_config
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
 from tai.data_card import data_metrics
+from tai.evaluation import STABILITY_METRICS
 from tai.policy import load_policy
 
 
@@ -63,12 +64,19 @@ def tai_pipeline(
         mlflow.log_params(run_id, settings_params(settings))
         trained = train_model(settings, root, run_id)
         calibrated = calibrate(trained)
-        evaluation = evaluate(calibrated, trained, settings)
+        champion = load_champion(mlflow)
+        evaluation = evaluate(calibrated, trained, settings, champion)
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
-        decision = judge(policy, {**evaluation.metrics, **data_metrics(card)})
+        no_champion = {m: "no champion to compare with" for m in STABILITY_METRICS}
+        decision = judge(
+            policy,
+            {**evaluation.metrics, **data_metrics(card)},
+            no_champion if champion is None else {},
+        )
         # Two images: a batch of one would make torch.export specialise the batch size to 1.
         example = trained.data.splits["test"].images[:2]
+        mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
         promotion = register_and_promote(
             mlflow,
             run_id,

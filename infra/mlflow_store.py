@@ -147,6 +147,34 @@ class MlflowStore:
             return None
         return self._info(mv)
 
+    def log_weights(self, run_id: str, state_dict: Mapping[str, Any], config: Mapping) -> None:
+        """Log a state dict and the config that rebuilds its module (``weights/``).
+
+        The exported pt2 model serves predictions; this copy rebuilds the module itself
+        (for explanations, which need ``eval()`` and gradients) and loads with
+        ``weights_only=True``, so no pickle is ever executed.
+        """
+        import tempfile
+
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(dict(state_dict), Path(tmp) / "state_dict.pt")
+            (Path(tmp) / "config.json").write_text(json.dumps(dict(config), sort_keys=True))
+            self.client.log_artifacts(run_id, tmp, "weights")
+
+    def load_weights(self, run_id: str) -> tuple[dict[str, Any], dict]:
+        """The state dict and config logged by :meth:`log_weights`."""
+        import tempfile
+
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(self.client.download_artifacts(run_id, "weights", tmp))
+            state = torch.load(folder / "state_dict.pt", weights_only=True)
+            config = json.loads((folder / "config.json").read_text())
+        return state, config
+
     def get_version(self, version: str) -> ModelVersionInfo:
         from mlflow.exceptions import MlflowException
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     data_repository: str = "data"
     data_branch: str = "main"
     dataset: str = "mnist"
+    # lakeFS (TAI_DATA_STORE=lakefs); empty values fall back to LAKECTL_* and ~/.lakectl.yaml
+    lakefs_endpoint: str = ""
+    lakefs_access_key_id: str = ""
+    lakefs_secret_access_key: SecretStr = SecretStr("")
+    lakefs_storage_namespace: str = ""
+    lakefs_max_workers: int = Field(default=8, ge=1)
 
     # tracking and registry; empty means "the embedded store in the workspace"
     mlflow_tracking_uri: str = ""

@@ -15,10 +15,17 @@ from torch import Tensor, nn
 
 from tai.calibration import CalibrationResult, calibration_report, calibration_summary
 from tai.corruptions import SEVERITIES
-from tai.explain import deletion_auc, integrated_gradients
-from tai.prototypes import select_prototypes
 from tai.robustness import RobustnessResult, corruption_accuracy
 from tai.temperature import TemperatureFit
+from tai.transparency import (
+    TRANSPARENCY_METRICS,
+    Explanations,
+    attribution_stability,
+    explain_model,
+)
+
+# Named by the pipeline when a champion exists to compare with; NaN otherwise.
+STABILITY_METRICS = ("attribution_stability_spearman", "attribution_stability_ssim")
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression")
@@ -40,25 +47,13 @@ def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> lis
         "ece_unscaled",
         "clean_accuracy",
         "mean_corruption_accuracy",
-        "deletion_auc",
-        "ig_convergence_delta",
+        *TRANSPARENCY_METRICS,
+        *STABILITY_METRICS,
     ]
     for c in corruptions:
         names.append(f"{c}_mean")
         names += [f"{c}_s{s}" for s in SEVERITIES]
     return names
-
-
-@dataclass(frozen=True)
-class Explanations:
-    """Prototypes of the evaluated split with their attribution maps."""
-
-    indices: list[int]  # into the evaluated split
-    labels: list[int]
-    images: Tensor  # (P, C, H, W)
-    attributions: Tensor  # (P, C, H, W)
-    deletion_auc: list[float]  # per prototype
-    convergence_delta: list[float]
 
 
 @dataclass(frozen=True)
@@ -98,6 +93,14 @@ class Evaluation:
                 "prototype_labels": [self.classes[i] for i in e.labels],
                 "deletion_auc": e.deletion_auc,
                 "convergence_delta": e.convergence_delta,
+                "prototypes_per_class": {
+                    self.classes[c]: v for c, v in e.prototype_indices.items()
+                },
+                "criticisms_per_class": {
+                    self.classes[c]: v for c, v in e.criticism_indices.items()
+                },
+                "quality": e.quality,
+                "sanity_check": e.sanity,
             },
         }
 
@@ -121,6 +124,7 @@ def evaluate_model(
     n_bins: int = 15,
     ig_steps: int = 32,
     temperature: TemperatureFit | None = None,
+    reference_model: nn.Module | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """Run every TAI check on a held-out split.
@@ -139,6 +143,8 @@ def evaluate_model(
         temperature: the temperature fitted on validation when ``model`` is a
             :class:`tai.temperature.TemperatureScaledModel`; its metrics then also
             report the test ECE of the unscaled logits.
+        reference_model: the current champion; when given, the stability of the
+            explanations (same prototypes, both models) is measured.
         seed: seeds corruptions and prototype selection.
     """
     if not callable(getattr(model, "embed", None)):
@@ -152,8 +158,18 @@ def evaluate_model(
     robustness = corruption_accuracy(
         model, images[subset], targets[subset], corruptions=corruptions, seed=seed
     )
-    explanations = _explain_prototypes(
-        model, images, targets, per_class=prototypes_per_class, n_steps=ig_steps, seed=seed
+    with torch.no_grad():
+        embeddings = torch.cat(
+            [model.embed(images[i : i + 256]) for i in range(0, len(images), 256)]
+        )
+    explanations = explain_model(
+        model,
+        images,
+        targets,
+        embeddings,
+        n_prototypes=prototypes_per_class,
+        n_steps=ig_steps,
+        seed=seed,
     )
     scaling = {}
     if temperature is not None:
@@ -167,8 +183,19 @@ def evaluate_model(
         **calibration.as_extended_dict(),
         **scaling,
         **{k: v for k, v in robustness.as_dict().items()},
-        "deletion_auc": sum(explanations.deletion_auc) / len(explanations.deletion_auc),
-        "ig_convergence_delta": max(abs(d) for d in explanations.convergence_delta),
+        **explanations.quality,
+        **dict.fromkeys(STABILITY_METRICS, float("nan")),
+        **(
+            attribution_stability(
+                reference_model,
+                model,
+                explanations.images,
+                torch.tensor(explanations.labels),
+                n_steps=ig_steps,
+            )
+            if reference_model is not None
+            else {}
+        ),
     }
     return Evaluation(
         classes=classes,
@@ -178,26 +205,4 @@ def evaluate_model(
         explanations=explanations,
         metrics={k: float(v) for k, v in metrics.items()},
         temperature=temperature,
-    )
-
-
-def _explain_prototypes(
-    model: nn.Module, images: Tensor, targets: Tensor, *, per_class: int, n_steps: int, seed: int
-) -> Explanations:
-    with torch.no_grad():
-        embeddings = torch.cat(
-            [model.embed(images[i : i + 256]) for i in range(0, len(images), 256)]
-        )
-    protos = select_prototypes(embeddings, targets, per_class=per_class, seed=seed)
-    index = torch.tensor(protos.all_indices())
-    x, y = images[index], targets[index]
-    attributions = integrated_gradients(model, x, y, n_steps=n_steps)
-    deletion = deletion_auc(model, x, attributions.maps, y)
-    return Explanations(
-        indices=index.tolist(),
-        labels=y.tolist(),
-        images=x,
-        attributions=attributions.maps.detach(),
-        deletion_auc=deletion.auc.tolist(),
-        convergence_delta=attributions.convergence_delta.tolist(),
     )

@@ -18,11 +18,14 @@ MODEL_NAMES = ("small_cnn", "resnet18")
 class Classifier(nn.Module):
     """``features`` (image -> embedding) followed by ``head`` (embedding -> logits)."""
 
-    def __init__(self, features: nn.Module, head: nn.Linear, *, in_channels: int) -> None:
+    def __init__(
+        self, features: nn.Module, head: nn.Linear, *, in_channels: int, name: str = ""
+    ) -> None:
         super().__init__()
         self.features = features
         self.head = head
         self.in_channels = in_channels
+        self.name = name  # the factory name that rebuilds it (see build_model)
 
     @property
     def embedding_dim(self) -> int:
@@ -92,6 +95,6 @@ def build_model(name: str, *, in_channels: int, num_classes: int, seed: int = 0)
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        if name == "small_cnn":
-            return small_cnn(in_channels, num_classes)
-        return resnet18(in_channels, num_classes)
+        model = (small_cnn if name == "small_cnn" else resnet18)(in_channels, num_classes)
+    model.name = name
+    return model

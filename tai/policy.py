@@ -64,8 +64,11 @@ class GateResult:
     threshold: float
     value: float
     passed: bool
+    skipped_because: str = ""
 
     def explain(self) -> str:
+        if self.skipped_because:
+            return f"skipped: {self.metric} ({self.skipped_because})"
         verdict = "pass" if self.passed else "FAIL"
         return (
             f"{verdict}: {self.metric} = {self.value:.4f} (required {self.op} {self.threshold:g})"
@@ -91,11 +94,16 @@ class GateDecision:
     def markdown_table(self) -> str:
         rows = ["| gate | value | required | outcome |", "|---|---|---|---|"]
         rows += [
-            f"| {r.metric} | {r.value:.4f} | {r.op} {r.threshold:g} | "
-            f"{'pass' if r.passed else '**FAIL**'} |"
+            f"| {r.metric} | {r.value:.4f} | {r.op} {r.threshold:g} | {_outcome(r)} |"
             for r in self.results
         ]
         return "\n".join(rows)
+
+
+def _outcome(result: GateResult) -> str:
+    if result.skipped_because:
+        return f"skipped ({result.skipped_because})"
+    return "pass" if result.passed else "**FAIL**"
 
 
 def parse_policy(
@@ -165,16 +173,26 @@ def load_policy(path: Path, known_metrics: Iterable[str]) -> GatePolicy:
     return parse_policy(path.read_text(), known_metrics, source=str(path))
 
 
-def evaluate_gates(policy: GatePolicy, metrics: Mapping[str, float]) -> GateDecision:
-    """Judge ``metrics`` against every gate; a missing metric fails its gate as NaN."""
-    results = tuple(
-        GateResult(
-            metric=g.metric,
-            op=g.op,
-            threshold=g.threshold,
-            value=float(metrics.get(g.metric, float("nan"))),
-            passed=g.passes(float(metrics.get(g.metric, float("nan")))),
+def evaluate_gates(
+    policy: GatePolicy,
+    metrics: Mapping[str, float],
+    *,
+    not_applicable: Mapping[str, str] | None = None,
+) -> GateDecision:
+    """Judge ``metrics`` against every gate; a missing metric fails its gate as NaN.
+
+    Args:
+        policy: the gates.
+        metrics: metric name -> value.
+        not_applicable: metric name -> reason, for gates that cannot apply to this model
+            (a comparison with the champion when there is none yet); they pass as skipped.
+    """
+    skip = not_applicable or {}
+    results = []
+    for g in policy.gates:
+        value = float(metrics.get(g.metric, float("nan")))
+        reason = skip.get(g.metric, "")
+        results.append(
+            GateResult(g.metric, g.op, g.threshold, value, bool(reason) or g.passes(value), reason)
         )
-        for g in policy.gates
-    )
-    return GateDecision(results)
+    return GateDecision(tuple(results))

@@ -22,6 +22,10 @@ from tai.evaluation import Evaluation  # noqa: E402
 from tai.explain_plots import prototype_figure  # noqa: E402
 from tai.plots import reliability_diagram, robustness_curve  # noqa: E402
 from tai.policy import GateDecision  # noqa: E402
+from tai.transparency_plots import (  # noqa: E402
+    explanation_sheet_figure,
+    prototype_criticism_figure,
+)
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,32 @@ def figure_png(figure: Figure) -> bytes:
 
 
 def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
-    """The report's figures as PNG bytes, by name."""
+    """The report's figures as PNG bytes, by name (``sheet_<k>`` per prototype)."""
     e = evaluation.explanations
-    titles = [f"class {evaluation.classes[label]}" for label in e.labels]
-    return {
+    names = [evaluation.classes[label] for label in e.labels]
+    figures = {
         "reliability": figure_png(reliability_diagram(evaluation.calibration)),
         "robustness": figure_png(robustness_curve(evaluation.robustness)),
         "prototypes": figure_png(
-            prototype_figure(e.images.cpu(), e.attributions.cpu(), e.labels, titles=titles)
+            prototype_figure(
+                e.images.cpu(), e.attributions.cpu(), e.labels, titles=[f"class {n}" for n in names]
+            )
+        ),
+        "gallery": figure_png(
+            prototype_criticism_figure(
+                [e.gallery[c][0].cpu() for c in e.labels],
+                [e.gallery[c][1].cpu() for c in e.labels],
+                names,
+            )
         ),
     }
+    for k, name in enumerate(names):
+        maps = {m: v[k].cpu() for m, v in e.method_maps.items()}
+        sheet = explanation_sheet_figure(
+            e.images[k].cpu(), maps, e.class_mean_maps[k].cpu(), f"class {name}"
+        )
+        figures[f"sheet_{k}"] = figure_png(sheet)
+    return figures
 
 
 def render_trust_report(

@@ -16,6 +16,7 @@ from infra.datastore.base import DataStore, DataVersion
 from tai.data_card import build_data_card
 from tai.data_profile import DatasetError
 
+
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def resolve_data_version(store: DataStore, ref: str) -> DataVersion:
     """Pin a branch (or commit id) to one commit id for the whole run."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.tasks._retry import retry_transient
 from flows.tasks.training import TrainedModel
+from infra.mlflow_store import MlflowStore
 from infra.settings import Settings
 from tai.evaluation import Evaluation, evaluate_model, predict_logits
+from tai.models import build_model
 from tai.temperature import TemperatureFit, TemperatureScaledModel, fit_temperature
 
 
@@ -37,8 +41,39 @@ def calibrate(trained: TrainedModel) -> CalibratedModel:
     )
 
 
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def load_champion(store: MlflowStore) -> torch.nn.Module | None:
+    """The current champion model, to compare the new one with; None before the first."""
+    champion = store.champion()
+    if champion is None:
+        return None
+    state, config = store.load_weights(champion.run_id)
+    model = build_model(
+        config["model"], in_channels=config["in_channels"], num_classes=config["num_classes"]
+    )
+    scaled = TemperatureScaledModel(model, config["temperature"])
+    scaled.load_state_dict(state)
+    return scaled.eval()
+
+
+def weights_config(calibrated: CalibratedModel) -> dict:
+    """What rebuilds the deployed module from its state dict."""
+    model = calibrated.model.model
+    return {
+        "model": model.name,
+        "in_channels": model.in_channels,
+        "num_classes": model.head.out_features,
+        "temperature": calibrated.fit.temperature,
+    }
+
+
 @task(cache_policy=NO_CACHE)
-def evaluate(calibrated: CalibratedModel, trained: TrainedModel, settings: Settings) -> Evaluation:
+def evaluate(
+    calibrated: CalibratedModel,
+    trained: TrainedModel,
+    settings: Settings,
+    champion: torch.nn.Module | None = None,
+) -> Evaluation:
     """Run the TAI checks on the held-out test split with the deployed model."""
     test = trained.data.splits["test"]
     return evaluate_model(
@@ -48,5 +83,6 @@ def evaluate(calibrated: CalibratedModel, trained: TrainedModel, settings: Setti
         classes=trained.data.classes,
         robustness_budget=max(settings.tai_budget, 8),
         temperature=calibrated.fit,
+        reference_model=champion,
         seed=settings.seed,
     )

@@ -26,9 +26,11 @@ class Promotion:
 
 
 @task(cache_policy=NO_CACHE)
-def judge(policy: GatePolicy, metrics: dict[str, float]) -> GateDecision:
+def judge(
+    policy: GatePolicy, metrics: dict[str, float], not_applicable: dict[str, str]
+) -> GateDecision:
     """Evaluate every gate; publish the gate table as a Prefect artifact."""
-    decision = evaluate_gates(policy, metrics)
+    decision = evaluate_gates(policy, metrics, not_applicable=not_applicable)
     verdict = "all gates passed" if decision.passed else "gates failed"
     create_markdown_artifact(
         markdown=f"## Gate decision: {verdict}\n\n{decision.markdown_table()}\n",

@@ -1,5 +1,7 @@
 """The pipeline end to end on the embedded stack (Oxen, MLflow on SQLite, Prefect)."""
 
+import math
+
 import mlflow.pytorch
 import pytest
 import torch
@@ -39,6 +41,9 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     assert "FAIL: accuracy" in v2.tags["tai.gates.reasons"]
     assert registry.champion().version == "1"
     assert second.champion_version == "1"
+    # The first model had no champion to compare explanations with; the second had one.
+    assert math.isnan(first.metrics["attribution_stability_spearman"])
+    assert -1.0 <= second.metrics["attribution_stability_spearman"] <= 1.0
 
 
 def test_a_failure_after_registration_leaves_no_version_and_no_alias(

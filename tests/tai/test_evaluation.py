@@ -70,6 +70,13 @@ def test_one_prototype_per_class_is_explained(evaluation):
     assert sorted(e.labels) == [0, 1, 2]
     assert [targets[i].item() for i in e.indices] == e.labels
     assert e.attributions.shape == (3, 1, 12, 12)
+    assert set(e.method_maps) == {"integrated_gradients", "saliency", "gradcam", "occlusion"}
+    assert e.class_mean_maps.shape == (3, 1, 12, 12)
+    for c in (0, 1, 2):  # criticisms are samples of their class, distinct from its prototypes
+        assert all(targets[i].item() == c for i in e.criticism_indices[c])
+        assert not set(e.criticism_indices[c]) & set(e.prototype_indices[c])
+    assert 0.0 <= result.metrics["insertion_auc"] <= 1.0
+    assert result.metrics["sanity_failures"] == sum(not s["passed"] for s in e.sanity.values())
 
 
 def test_the_report_is_json_with_a_schema_version_and_lineage(evaluation):
@@ -107,7 +114,11 @@ def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
     assert "Trust report · m version 4" in html
     assert "1 of 1 gates failed" in html
     assert "<code>champion</code> stays at version 2" in html
-    assert html.count("data:image/png;base64,") == 3
+    # reliability, robustness, prototypes, prototypes+criticisms, one sheet per class
+    assert html.count("data:image/png;base64,") == 4 + 3
+    for method in ("integrated_gradients", "saliency", "gradcam", "occlusion"):
+        assert f"<tr><td>{method}</td>" in html  # its sanity-check row
+    assert "No champion to compare explanations with yet." in html
     assert "c0ffee" in html
     for name in ("gaussian_noise", "jpeg_compression"):
         assert f"<td>{name}</td>" in html

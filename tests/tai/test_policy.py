@@ -76,3 +76,13 @@ def test_malformed_policies_are_rejected_with_a_clear_message(text, message):
 def test_a_missing_policy_file_says_how_to_fix_it(tmp_path):
     with pytest.raises(PolicyError, match="does not exist; create it or set TAI_POLICY_FILE"):
         load_policy(tmp_path / "nope.yaml", KNOWN)
+
+
+def test_a_gate_that_cannot_apply_is_skipped_with_its_reason():
+    policy = parse_policy("gates: [{metric: accuracy, min: 0.9}, {metric: ece, max: 0.1}]", KNOWN)
+    decision = evaluate_gates(
+        policy, {"accuracy": 0.95, "ece": math.nan}, not_applicable={"ece": "no champion yet"}
+    )
+    assert decision.passed
+    assert decision.results[1].explain() == "skipped: ece (no champion yet)"
+    assert "| skipped (no champion yet) |" in decision.markdown_table()
