@@ -172,6 +172,17 @@ def _store():
     return make_data_store(_settings())
 
 
+@data_app.command("init")
+@_cli_errors
+def data_init(
+    default_branch: Annotated[str, typer.Option(help="Name of the first branch.")] = "main",
+) -> None:
+    """Create the data repository named by the settings (empty)."""
+    store = _store()
+    store.create_repository(default_branch)
+    typer.echo(f"created {store.store_name} repository {store.repository}")
+
+
 @data_app.command("import-sample")
 @_cli_errors
 def import_sample() -> None:
