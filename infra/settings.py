@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     seed: int = 0
     # Caps the images read per split (0 = all); tests and quick runs use it.
     max_images_per_split: int = Field(default=0, ge=0)
+    # Lightning's hardware settings: several GPUs or nodes are configuration, e.g.
+    # TAI_ACCELERATOR=gpu TAI_DEVICES=4 TAI_STRATEGY=ddp TAI_NUM_NODES=2.
+    accelerator: str = "auto"
+    devices: int = Field(default=1, ge=1)
+    num_nodes: int = Field(default=1, ge=1)
+    strategy: str = "auto"
     # Sample budget of each TAI check (images per validation pass).
     tai_budget: int = Field(default=512, ge=8)
 
