@@ -36,16 +36,19 @@ def versions_table(
         return "no model versions registered yet; run `tai run` or `tai demo`"
     metrics = metrics or {}
     header = (
-        f"{'version':>7}  {'data commit':12}  {'accuracy':>8}  {'ECE':>7}  {'gates':6}  "
-        "champion  report"
+        f"{'version':>7}  {'data commit':12}  {'accuracy':>8}  {'ECE':>7}  {'corrupt.':>8}  "
+        f"{'gates':6}  champion  report"
     )
     rows = [header, "-" * len(header)]
     for v in versions:
         m = metrics.get(v.version, {})
         acc = f"{m['accuracy']:.4f}" if "accuracy" in m else "-"
         ece = f"{m['ece']:.4f}" if "ece" in m else "-"
+        robust = m.get("mean_corruption_accuracy")
+        robust = "-" if robust is None else f"{robust:.4f}"
         rows.append(
             f"{v.version:>7}  {v.tags.get('tai.data.commit', '?')[:12]:12}  {acc:>8}  {ece:>7}  "
+            f"{robust:>8}  "
             f"{'pass' if v.gates_passed else 'FAIL':6}  {'yes' if v.is_champion else '':8}  "
             f"{v.tags.get('tai.report', '')}"
         )
