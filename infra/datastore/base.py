@@ -16,6 +16,32 @@ from typing import Literal
 ChangeKind = Literal["added", "removed", "modified"]
 
 
+def clean_prefix(prefix: str, *, reserved: tuple[str, ...] = ()) -> str:
+    """A destination folder as ``a/b``: no ``..``, no empty parts, none of ``reserved``.
+
+    Raises:
+        ValueError: the prefix would leave the repository or names a reserved folder.
+    """
+    parts = [part for part in prefix.replace("\\", "/").split("/") if part not in ("", ".")]
+    if any(part == ".." or part in reserved for part in parts):
+        raise ValueError(
+            f"`dest_prefix` must be a relative folder inside the repository, got {prefix!r}"
+        )
+    return "/".join(parts)
+
+
+def check_commit_arguments(message: str, metadata: dict[str, str]) -> None:
+    """A commit needs a non-empty message; metadata maps strings to strings.
+
+    Raises:
+        ValueError: naming the argument and the value received.
+    """
+    if not isinstance(message, str) or not message.strip():
+        raise ValueError(f"`message` must be a non-empty string, got {message!r}")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise ValueError(f"`metadata` must map strings to strings, got {metadata!r}")
+
+
 class DataStoreError(Exception):
     """A data-store operation failed; the message names the repository, ref and what to do."""
 

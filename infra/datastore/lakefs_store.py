@@ -37,7 +37,15 @@ from typing import Any, TypeVar
 
 import yaml
 
-from infra.datastore.base import Change, ChangeKind, CommitInfo, DataStore, DataStoreError
+from infra.datastore.base import (
+    Change,
+    ChangeKind,
+    CommitInfo,
+    DataStore,
+    DataStoreError,
+    check_commit_arguments,
+    clean_prefix,
+)
 from infra.datastore.cache import CommitCache
 
 _T = TypeVar("_T")
@@ -211,7 +219,7 @@ class LakeFSDataStore(DataStore):
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise DataStoreError(f"cannot upload {local_dir}: it is not a folder")
-        prefix = _clean_prefix(dest_prefix)
+        prefix = clean_prefix(dest_prefix)
         files = sorted(path for path in local_dir.rglob("*") if path.is_file())
         if not files:
             return 0
@@ -229,7 +237,7 @@ class LakeFSDataStore(DataStore):
     def commit(self, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
         from lakefs.exceptions import BadRequestException
 
-        _check_commit_arguments(message, metadata or {})
+        check_commit_arguments(message, metadata or {})
         action = f"commit to branch `{branch}`"
         with self._calling(action, not_found=self._explain_missing(branches=[branch])):
             try:
@@ -561,20 +569,6 @@ def _target_inside(dest: Path, path: str) -> Path:
     return dest.joinpath(*parts)
 
 
-def _clean_prefix(prefix: str) -> str:
-    parts = [part for part in prefix.replace("\\", "/").split("/") if part not in ("", ".")]
-    if any(part == ".." for part in parts):
-        raise ValueError(
-            f"`dest_prefix` must be a relative folder inside the repository, got {prefix!r}"
-        )
-    return "/".join(parts)
-
-
-def _check_commit_arguments(message: str, metadata: dict[str, str]) -> None:
-    if not isinstance(message, str) or not message.strip():
-        raise ValueError(f"`message` must be a non-empty string, got {message!r}")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise ValueError(f"`metadata` must map strings to strings, got {metadata!r}")
 
 
 def _commit_info(commit: Any) -> CommitInfo:

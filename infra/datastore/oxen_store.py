@@ -40,7 +40,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from infra.datastore.base import Change, CommitInfo, DataStore, DataStoreError
+from infra.datastore.base import (
+    Change,
+    CommitInfo,
+    DataStore,
+    DataStoreError,
+    check_commit_arguments,
+    clean_prefix,
+)
 from infra.datastore.cache import CommitCache
 
 _METADATA_TRAILER = "tai-metadata: "
@@ -139,7 +146,7 @@ class OxenDataStore(DataStore):
         local_dir = Path(local_dir)
         if not local_dir.is_dir():
             raise DataStoreError(f"cannot upload {local_dir}: it is not a folder")
-        prefix = _clean_prefix(dest_prefix)
+        prefix = clean_prefix(dest_prefix, reserved=(".oxen",))
         files = sorted(path for path in local_dir.rglob("*") if path.is_file())
         if not files:
             return 0
@@ -467,20 +474,8 @@ def _staged_paths(repo: Any) -> list[str]:
     return [*status.added_files(), *status.modified_files(), *status.removed_files()]
 
 
-def _clean_prefix(prefix: str) -> str:
-    parts = [part for part in prefix.replace("\\", "/").split("/") if part not in ("", ".")]
-    if any(part == ".." or part == ".oxen" for part in parts):
-        raise ValueError(
-            f"`dest_prefix` must be a relative folder inside the repository, got {prefix!r}"
-        )
-    return "/".join(parts)
-
-
 def _encode_message(message: str, metadata: dict[str, str]) -> str:
-    if not isinstance(message, str) or not message.strip():
-        raise ValueError(f"`message` must be a non-empty string, got {message!r}")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-        raise ValueError(f"`metadata` must map strings to strings, got {metadata!r}")
+    check_commit_arguments(message, metadata)
     if not metadata:
         return message.strip()
     trailer = json.dumps(metadata, sort_keys=True, separators=(",", ":"))
