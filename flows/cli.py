@@ -35,11 +35,12 @@ _state: dict[str, bool] = {"verbose": False}
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from infra.datastore.base import DataStoreError
+    from infra.events import EventError
     from infra.mlflow_store import RegistryError
     from tai.data_profile import DatasetError
     from tai.policy import PolicyError
 
-    return (DataStoreError, DatasetError, PolicyError, SettingsError, RegistryError)
+    return (DataStoreError, DatasetError, PolicyError, SettingsError, RegistryError, EventError)
 
 
 def _settings() -> Settings:
@@ -127,6 +128,44 @@ def demo() -> None:
     from flows.demo import run_demo
 
     typer.echo(run_demo(settings, echo=typer.echo))
+
+
+@app.command()
+@_cli_errors
+def serve(
+    cron: Annotated[str, typer.Option(help="Schedule of the nightly retraining.")] = "0 3 * * *",
+) -> None:
+    """Serve the pipeline's deployments: on data merge, nightly, manual (needs PREFECT_API_URL)."""
+    settings = _settings()
+    from flows.deployments import serve_pipeline
+
+    serve_pipeline(
+        branch=settings.data_branch,
+        cron=cron,
+        store=settings.data_store,
+        repository=settings.data_repository,
+    )
+
+
+@app.command()
+@_cli_errors
+def webhook(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Receive lakeFS post-merge webhooks and emit `tai.data.merged` (needs PREFECT_API_URL)."""
+    settings = _settings()
+    secret = settings.webhook_secret.get_secret_value()
+    if not secret:
+        _fail(
+            "TAI_WEBHOOK_SECRET is not set; set it here and the same value as "
+            "LAKEFSACTION_TAI_WEBHOOK_SECRET on the lakeFS server"
+        )
+    from infra.webhook import serve_webhook
+
+    serve_webhook(
+        host, port, secret=secret, workspace=settings.workspace_dir, store=settings.data_store
+    )
 
 
 @app.command()
@@ -251,9 +290,52 @@ def data_merge(
     source: Annotated[str, typer.Argument(help="Branch to merge.")],
     into: Annotated[str, typer.Option(help="Destination branch.")] = "main",
 ) -> None:
-    """Merge a data branch (into `main` by default)."""
+    """Merge a data branch (into `main` by default); with Oxen, emit `tai.data.merged`."""
+    settings = _settings()
     commit_id = _store().merge(source, into)
     typer.echo(f"merged {source} into {into}: {commit_id}")
+    # lakeFS fires its own post-merge hook; the embedded store emits the same event here.
+    if settings.data_store == "oxen":
+        from infra.events import emit_data_merged, prefect_api_url
+
+        if prefect_api_url() is None:
+            typer.echo(
+                "note: PREFECT_API_URL is not set, so no tai.data.merged event was emitted "
+                "(start `prefect server start` and `tai serve` to retrain on merges)",
+                err=True,
+            )
+        else:
+            emit_data_merged(
+                "oxen", settings.data_repository, into, commit_id, source, {"via": "tai data merge"}
+            )
+            typer.echo(f"emitted tai.data.merged for {commit_id}")
+
+
+@data_app.command("install-hooks")
+@_cli_errors
+def install_hooks(
+    url: Annotated[str, typer.Option(help="URL at which lakeFS reaches `tai webhook`.")],
+    branch: Annotated[str, typer.Option(help="Branch to commit the action to.")] = "main",
+) -> None:
+    """Commit the lakeFS action that calls `tai webhook` after every merge into main."""
+    import tempfile
+
+    from infra.events import render_action
+
+    settings = _settings()
+    if settings.data_store != "lakefs":
+        _fail(
+            "install-hooks is for TAI_DATA_STORE=lakefs; with Oxen, `tai data merge` emits "
+            "the event itself"
+        )
+    store = _store()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tai-retrain.yaml").write_text(render_action(url))
+        store.upload(branch, Path(tmp), "_lakefs_actions")
+    commit_id = store.commit(
+        branch, "Install the tai-retrain lakeFS action", {"source": "tai data install-hooks"}
+    )
+    typer.echo(f"installed _lakefs_actions/tai-retrain.yaml on {branch}: {commit_id}")
 
 
 @data_app.command("diff")

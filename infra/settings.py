@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     lakefs_secret_access_key: SecretStr = SecretStr("")
     lakefs_storage_namespace: str = ""
     lakefs_max_workers: int = Field(default=8, ge=1)
+    # Shared secret of the lakeFS webhook (the same value as the lakeFS server's
+    # LAKEFSACTION_TAI_WEBHOOK_SECRET); never logged.
+    webhook_secret: SecretStr = SecretStr("")
 
     # tracking and registry; empty means "the embedded store in the workspace"
     mlflow_tracking_uri: str = ""
