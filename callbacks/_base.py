@@ -8,7 +8,7 @@ implement :meth:`TaiCheckCallback.run_check` only.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import pytorch_lightning as pl
@@ -79,19 +79,27 @@ class TaiCheckCallback(pl.Callback, abc.ABC):
         budget: at most this many validation samples per check.
         every_n_epochs: run the check every n-th validation epoch (the last epoch always
             runs when ``always_on_last_epoch``).
-        log_figures: hand figures to the loggers.
+        log_figures: hand figures to the loggers: ``"last"`` (default) on the last
+            epoch only, ``True`` on every check, ``False`` never. Rendering and storing
+            a figure costs more than most checks, so per-epoch figures are opt-in.
     """
 
     name = "check"
 
     def __init__(
-        self, *, budget: int = 512, every_n_epochs: int = 1, log_figures: bool = True
+        self,
+        *,
+        budget: int = 512,
+        every_n_epochs: int = 1,
+        log_figures: bool | Literal["last"] = "last",
     ) -> None:
         super().__init__()
         _check_positive_int("budget", budget)
         _check_positive_int("every_n_epochs", every_n_epochs)
         self.budget = budget
         self.every_n_epochs = every_n_epochs
+        if log_figures not in (True, False, "last"):
+            raise ValueError(f"`log_figures` must be True, False or 'last', got {log_figures!r}")
         self.log_figures = log_figures
         self._buffer = SampleBuffer(budget)
         self.last_result: Any = None
@@ -151,6 +159,14 @@ class TaiCheckCallback(pl.Callback, abc.ABC):
         logits: Tensor,
     ) -> Any:
         """Compute, log and return this check's result on the buffered samples."""
+
+    def wants_figure(self, trainer: pl.Trainer) -> bool:
+        """Whether this check's figure goes to the loggers (see ``log_figures``)."""
+        if self.log_figures == "last":
+            return (
+                trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+            )
+        return bool(self.log_figures)
 
     def figure_name(self, trainer: pl.Trainer, stem: str) -> str:
         return f"tai/{self.name}/{stem}_epoch{trainer.current_epoch:03d}.png"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pytorch_lightning as pl
 from torch import Tensor
 
@@ -20,7 +22,7 @@ class CalibrationCallback(TaiCheckCallback):
         n_bins: equal-width confidence bins (Guo et al. 2017 use 15).
         budget: at most this many validation samples per check.
         every_n_epochs: run every n-th validation epoch; the last epoch always runs.
-        log_figures: log the reliability diagram.
+        log_figures: log the reliability diagram: ``"last"`` epoch, ``True`` every check.
 
     Raises:
         ValueError: an argument is not a positive integer.
@@ -38,7 +40,7 @@ class CalibrationCallback(TaiCheckCallback):
         *,
         budget: int = 512,
         every_n_epochs: int = 1,
-        log_figures: bool = True,
+        log_figures: bool | Literal["last"] = "last",
     ) -> None:
         _check_positive_int("n_bins", n_bins)
         super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
@@ -54,7 +56,7 @@ class CalibrationCallback(TaiCheckCallback):
     ) -> CalibrationResult:
         result = calibration_summary(logits.softmax(dim=1), targets, n_bins=self.n_bins)
         pl_module.log_dict({f"tai/calibration/{k}": v for k, v in result.as_dict().items()})
-        if self.log_figures:
+        if self.wants_figure(trainer):
             log_figure(
                 trainer, reliability_diagram(result), self.figure_name(trainer, "reliability")
             )

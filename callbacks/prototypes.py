@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -70,7 +71,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         deletion_steps: steps of the deletion curve.
         budget: at most this many validation samples per check.
         every_n_epochs: run every n-th validation epoch; the last epoch always runs.
-        log_figures: log the prototype figure.
+        log_figures: log the prototype figure: ``"last"`` epoch, ``True`` every check.
 
     Raises:
         ValueError: a non-positive count.
@@ -91,7 +92,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         deletion_steps: int = 20,
         budget: int = 512,
         every_n_epochs: int = 1,
-        log_figures: bool = True,
+        log_figures: bool | Literal["last"] = "last",
     ) -> None:
         for arg, value in (
             ("per_class", per_class),
@@ -140,7 +141,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
                 "tai/explain/ig_convergence_delta": result.convergence_delta,
             }
         )
-        if self.log_figures:
+        if self.wants_figure(trainer):
             classes = getattr(pl_module, "classes", None)
             labels = y.tolist()
             titles = [f"class {classes[t] if classes else t}" for t in labels]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import pytorch_lightning as pl
 from torch import Tensor
@@ -28,7 +29,7 @@ class RobustnessCallback(TaiCheckCallback):
         every_n_epochs: run every n-th validation epoch; the last epoch always runs.
         batch_size: images per forward pass (bounds memory).
         seed: seeds the random corruptions, so epochs are comparable.
-        log_figures: log the robustness curve.
+        log_figures: log the robustness curve: ``"last"`` epoch, ``True`` every check.
 
     Raises:
         ValueError: an unknown corruption, a severity outside 1-5, a non-positive size.
@@ -49,7 +50,7 @@ class RobustnessCallback(TaiCheckCallback):
         every_n_epochs: int = 1,
         batch_size: int = 256,
         seed: int = 0,
-        log_figures: bool = True,
+        log_figures: bool | Literal["last"] = "last",
     ) -> None:
         known = available_corruptions()
         unknown = [c for c in corruptions if c not in known]
@@ -95,6 +96,6 @@ class RobustnessCallback(TaiCheckCallback):
             if k in ("clean_accuracy", "mean_corruption_accuracy") or k.endswith("_mean")
         }
         pl_module.log_dict({f"tai/robustness/{k}": v for k, v in summary.items()})
-        if self.log_figures:
+        if self.wants_figure(trainer):
             log_figure(trainer, robustness_curve(result), self.figure_name(trainer, "curve"))
         return result

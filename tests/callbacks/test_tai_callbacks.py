@@ -30,7 +30,7 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLFlowLogger("cb", tracking_uri=uri, artifact_location=(tmp_path / "art").as_uri())
     cbs = [
-        CalibrationCallback(budget=40),
+        CalibrationCallback(budget=40, log_figures=True),
         RobustnessCallback(corruptions=["gaussian_noise", "contrast"], budget=20),
         PrototypeExplanationCallback(per_class=1, n_steps=8, deletion_steps=4),
     ]
@@ -54,7 +54,10 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
         "tai/calibration/reliability_epoch000.png",
         "tai/calibration/reliability_epoch001.png",
     }
-    assert client.list_artifacts(logger.run_id, "tai/explain")
+    # The other two log their figure on the last epoch only (the default).
+    assert [f.path for f in client.list_artifacts(logger.run_id, "tai/explain")] == [
+        "tai/explain/prototypes_epoch001.png"
+    ]
 
 
 def test_calibration_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
@@ -147,6 +150,10 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
         (
             lambda: PrototypeExplanationCallback(per_class=0),
             "`per_class` must be a positive integer, got 0",
+        ),
+        (
+            lambda: CalibrationCallback(log_figures="always"),
+            "`log_figures` must be True, False or 'last', got 'always'",
         ),
     ],
 )
