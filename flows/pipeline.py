@@ -53,13 +53,15 @@ def tai_pipeline(
     store = make_data_store(settings)
     data_version = resolve_data_version(store, commit or branch)
     root = materialize(store, data_version)
-    card = data_card(root, settings.dataset, data_version, settings.cache_dir, settings.seed)
+    data = data_card(root, settings.dataset, data_version, settings.cache_dir, settings.seed)
+    card = data.card
 
     mlflow = MlflowStore(settings)
     lineage = lineage_tags(data_version, policy)
     run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
     try:
         mlflow.log_json(run_id, card, "data/data_card.json")
+        mlflow.log_file(run_id, data.factors_png, "data")
         mlflow.log_metrics(run_id, data_metrics(card))
         mlflow.log_params(run_id, settings_params(settings))
         trained = train_model(settings, root, run_id)
@@ -85,7 +87,7 @@ def tai_pipeline(
             evaluation,
             decision,
             lineage,
-            card,
+            data,
             settings.reports_dir,
         )
     except BaseException:

@@ -11,11 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from tai.data_profile import noise_profile, scan_dataset, validate_dataset
 from tai.datamodule import load_split
-from tai.factors import factors_of_variation, pixel_embeddings
+from tai.factors import factors_of_variation, pixel_embeddings, traversal
 from tai.label_noise import find_label_issues
+from tai.transparency_plots import factor_traversal_figure
 
 SCHEMA_VERSION = "1.0"
 DATA_METRIC_NAMES = (
@@ -74,6 +76,23 @@ def build_data_card(
             "explained_variance_ratio": [float(v) for v in factors.explained_variance_ratio],
         },
     }
+
+
+def factor_figure(
+    root: Path, dataset: str, *, max_images: int = 3000, n_factors: int = 4, seed: int = 0
+) -> Figure:
+    """Traversals along the top pixel-PCA factors of the training split (a figure).
+
+    The same seeded subset and PCA as :func:`build_data_card`; each row shows the mean
+    image moved from -2 to +2 standard deviations along one factor.
+    """
+    records = [r for r in scan_dataset(root, dataset) if r.split == "train"]
+    classes = sorted({r.label for r in records})
+    train = load_split(root, records, classes, max_images=max_images, seed=seed)
+    pca = pixel_embeddings(train.images, n_components=min(32, len(train) - 1), seed=seed)
+    k = min(n_factors, pca.components.shape[0])
+    rows = [traversal(pca, i) for i in range(k)]
+    return factor_traversal_figure(rows, [float(v) for v in pca.explained_variance_ratio[:k]])
 
 
 def _label_noise(features: np.ndarray, labels: np.ndarray, classes: list[str], seed: int) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -13,8 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from flows.lineage import code_version
 from flows.tasks._retry import retry_transient
 from infra.datastore.base import DataStore, DataVersion
-from tai.data_card import build_data_card
+from tai.data_card import build_data_card, factor_figure
 from tai.data_profile import DatasetError
+from tai.trust_report import figure_png
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -36,8 +38,18 @@ def _card_path(cache_dir: Path, version: DataVersion) -> Path:
     return cache_dir / "datacards" / f"{key}.json"
 
 
+@dataclass(frozen=True)
+class DataCard:
+    """The data card of a commit and its factor-traversal figure (PNG file)."""
+
+    card: dict
+    factors_png: Path
+
+
 @task(cache_policy=NO_CACHE)
-def data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path, seed: int) -> dict:
+def data_card(
+    root: Path, dataset: str, version: DataVersion, cache_dir: Path, seed: int
+) -> DataCard:
     """Validate the dataset and profile it; cached by (commit, code version).
 
     Raises:
@@ -45,9 +57,10 @@ def data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path, s
             class, undecodable image, ...). Nothing is trained or registered then.
     """
     path = _card_path(cache_dir, version)
-    if path.is_file():
+    png = path.with_suffix(".factors.png")
+    if path.is_file() and png.is_file():
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
-        return json.loads(path.read_text())
+        return DataCard(json.loads(path.read_text()), png)
     try:
         card = build_data_card(root, dataset, seed=seed)
     except DatasetError as exc:
@@ -57,17 +70,19 @@ def data_card(root: Path, dataset: str, version: DataVersion, cache_dir: Path, s
             f"data commit {version.commit_id} of {version.repository}: {where}"
         ) from None
     card = {**card, "data_version": version.as_tags(), "code_version": code_version()}
+    # The figure first: the card's JSON is what marks the cache entry complete.
+    _write_atomically(png, figure_png(factor_figure(root, dataset, seed=seed)))
     _write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
-    return card
+    return DataCard(card, png)
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, content: str | bytes) -> None:
     """Write next to ``path``, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.tasks.data import DataCard
 from infra.mlflow_store import MlflowStore
 from tai.evaluation import Evaluation
 from tai.policy import GateDecision, GatePolicy, evaluate_gates
@@ -58,7 +59,7 @@ def register_and_promote(
     evaluation: Evaluation,
     decision: GateDecision,
     lineage: dict[str, str],
-    data_card: dict,
+    data: DataCard,
     reports_dir: Path,
 ) -> Promotion:
     """Register a new model version with lineage and gate tags, write its trust report,
@@ -81,9 +82,10 @@ def register_and_promote(
             promoted=decision.passed,
             champion_version=previous.version if previous else None,
             created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            data_card=data_card,
+            data_card=data.card,
         )
-        html = render_trust_report(evaluation, context, report_figures(evaluation))
+        figures = {**report_figures(evaluation), "factors": data.factors_png.read_bytes()}
+        html = render_trust_report(evaluation, context, figures)
         reports_dir.mkdir(parents=True, exist_ok=True)
         report_path.write_text(html)
         store.log_file(run_id, report_path, "tai")

@@ -33,3 +33,11 @@ def test_a_malformed_dataset_fails_the_card(tmp_path):
     write_tiny_dataset(tmp_path, counts={"train": 3, "val": 2}, classes=2, size=8)
     with pytest.raises(DatasetError, match=r"split folder\(s\) \['test'\] missing"):
         build_data_card(tmp_path, "tiny")
+
+
+def test_factor_figure_shows_one_traversal_row_per_factor(tmp_path):
+    from tai.data_card import factor_figure
+
+    write_tiny_dataset(tmp_path, counts={"train": 10, "val": 2, "test": 2}, classes=2, size=8)
+    fig = factor_figure(tmp_path, "tiny", n_factors=3)
+    assert len(fig.axes) == 3 * 7  # 3 factors x 7 steps
