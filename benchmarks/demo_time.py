@@ -36,7 +36,9 @@ def main() -> None:
             }
             env["TAI_POLICY_FILE"] = str(ROOT / "tai-policy.yaml")
             start = time.perf_counter()
-            subprocess.run([tai, "demo"], cwd=tmp, env=env, check=True, capture_output=True)
+            done = subprocess.run([tai, "demo"], cwd=tmp, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"tai demo failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
             times.append(time.perf_counter() - start)
     print(f"runs: {[round(t, 1) for t in times]}")
     print(

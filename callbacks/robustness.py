@@ -9,8 +9,7 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.corruptions import SEVERITIES, available_corruptions
-from tai.evaluation import DEFAULT_CORRUPTIONS
+from tai.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES, available_corruptions
 from tai.plots import robustness_curve
 from tai.robustness import RobustnessResult, corruption_accuracy
 

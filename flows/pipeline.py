@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
 from tai.data_card import data_metrics
-from tai.evaluation import STABILITY_METRICS
+from tai.evaluation import CHAMPION_METRICS
 from tai.policy import load_policy
 
 
@@ -70,11 +71,10 @@ def tai_pipeline(
         evaluation = evaluate(calibrated, trained, settings, champion)
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
-        no_champion = {m: "no champion to compare with" for m in STABILITY_METRICS}
         decision = judge(
             policy,
             {**evaluation.metrics, **data_metrics(card)},
-            no_champion if champion is None else {},
+            champion_gates_not_applicable(evaluation.metrics, champion),
         )
         # Two images: a batch of one would make torch.export specialise the batch size to 1.
         example = trained.data.splits["test"].images[:2]
@@ -124,3 +124,14 @@ def settings_params(settings: Settings) -> dict[str, object]:
         "dataset",
     )
     return {k: getattr(settings, k) for k in keys}
+
+
+def champion_gates_not_applicable(metrics: dict[str, float], champion) -> dict[str, str]:
+    """Comparisons with the champion that cannot be made, with the reason (gates skip them)."""
+    if champion is None:
+        return {m: "no champion to compare with" for m in CHAMPION_METRICS}
+    return {
+        m: f"undefined against champion version {champion.version}"
+        for m in CHAMPION_METRICS
+        if math.isnan(metrics[m])
+    }

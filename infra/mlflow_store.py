@@ -163,6 +163,14 @@ class MlflowStore:
             (Path(tmp) / "config.json").write_text(json.dumps(dict(config), sort_keys=True))
             self.client.log_artifacts(run_id, tmp, "weights")
 
+    def load_json(self, run_id: str, artifact_file: str) -> Any:
+        """A JSON artifact of a run (e.g. its TAI report)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, artifact_file, tmp)
+            return json.loads(Path(path).read_text())
+
     def load_weights(self, run_id: str) -> tuple[dict[str, Any], dict]:
         """The state dict and config logged by :meth:`log_weights`."""
         import tempfile

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from tai.calibration import CalibrationResult, calibration_report, calibration_summary
-from tai.corruptions import SEVERITIES
-from tai.robustness import RobustnessResult, corruption_accuracy
+from tai.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES
+from tai.robustness import RobustnessResult, corruption_accuracy, corruption_errors
 from tai.temperature import TemperatureFit
 from tai.transparency import (
     TRANSPARENCY_METRICS,
@@ -24,11 +24,12 @@ from tai.transparency import (
     explain_model,
 )
 
-# Named by the pipeline when a champion exists to compare with; NaN otherwise.
+# Computed when a champion exists to compare with; NaN otherwise.
 STABILITY_METRICS = ("attribution_stability_spearman", "attribution_stability_ssim")
+CORRUPTION_ERROR_METRICS = ("corruption_mce", "relative_corruption_mce")
+CHAMPION_METRICS = (*STABILITY_METRICS, *CORRUPTION_ERROR_METRICS)
 
 SCHEMA_VERSION = "1.0"
-DEFAULT_CORRUPTIONS = ("gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression")
 
 
 def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> list[str]:
@@ -48,7 +49,7 @@ def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> lis
         "clean_accuracy",
         "mean_corruption_accuracy",
         *TRANSPARENCY_METRICS,
-        *STABILITY_METRICS,
+        *CHAMPION_METRICS,
     ]
     for c in corruptions:
         names.append(f"{c}_mean")
@@ -125,6 +126,7 @@ def evaluate_model(
     ig_steps: int = 32,
     temperature: TemperatureFit | None = None,
     reference_model: nn.Module | None = None,
+    reference_robustness: RobustnessResult | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """Run every TAI check on a held-out split.
@@ -145,6 +147,8 @@ def evaluate_model(
             report the test ECE of the unscaled logits.
         reference_model: the current champion; when given, the stability of the
             explanations (same prototypes, both models) is measured.
+        reference_robustness: the champion's robustness result; when given, the
+            corruption errors CE and mCE (Hendrycks & Dietterich, 2019) against it.
         seed: seeds corruptions and prototype selection.
     """
     if not callable(getattr(model, "embed", None)):
@@ -184,7 +188,8 @@ def evaluate_model(
         **scaling,
         **{k: v for k, v in robustness.as_dict().items()},
         **explanations.quality,
-        **dict.fromkeys(STABILITY_METRICS, float("nan")),
+        **dict.fromkeys(CHAMPION_METRICS, float("nan")),
+        **_corruption_errors(robustness, reference_robustness),
         **(
             attribution_stability(
                 reference_model,
@@ -206,3 +211,17 @@ def evaluate_model(
         metrics={k: float(v) for k, v in metrics.items()},
         temperature=temperature,
     )
+
+
+def _corruption_errors(
+    result: RobustnessResult, baseline: RobustnessResult | None
+) -> dict[str, float]:
+    """mCE and relative mCE against the champion; NaN where they are undefined (the
+    champion made no error on a corruption, or was measured on other cells)."""
+    if baseline is None:
+        return {}
+    try:
+        errors = corruption_errors(result, baseline)
+    except ValueError:
+        return {}
+    return {"corruption_mce": errors.mce, "relative_corruption_mce": errors.relative_mce}

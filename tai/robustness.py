@@ -1,8 +1,25 @@
-"""Accuracy of a classifier under common corruptions (Hendrycks & Dietterich 2019).
+r"""Accuracy of a classifier under common corruptions (Hendrycks & Dietterich 2019).
 
 For each corruption in :mod:`tai.corruptions` and each severity, the whole evaluation set
 is corrupted with the same seed and classified; the result is a table of accuracies, one
-row per corruption and one column per severity, beside the clean accuracy.
+row per corruption and one column per severity, beside the clean accuracy
+(:func:`corruption_accuracy`).
+
+Against a baseline model's table, :func:`corruption_errors` gives the paper's corruption
+errors (Hendrycks & Dietterich, ICLR 2019, https://arxiv.org/abs/1903.12261, section 3),
+with top-1 errors :math:`E = 1 - \text{accuracy}` summed over the severities :math:`s`:
+
+.. math::
+
+    \mathrm{CE}_c = \frac{\sum_s E^f_{s,c}}{\sum_s E^{b}_{s,c}}, \qquad
+    \mathrm{Relative\ CE}_c = \frac{\sum_s (E^f_{s,c} - E^f_{clean})}
+                                    {\sum_s (E^{b}_{s,c} - E^{b}_{clean})},
+
+and mCE and relative mCE, their means over the corruptions :math:`c`. The paper averages
+over the 15 :data:`tai.corruptions.IMAGENET_C_CORRUPTIONS` (evaluate those for numbers
+comparable with it) and its baseline is AlexNet; here the baseline is whatever model the
+caller compares with (the current champion, or a reference model). Below 1 the model errs
+less (degrades less, for the relative form) than the baseline.
 """
 
 from __future__ import annotations
@@ -15,7 +32,7 @@ from torch import Tensor
 
 from tai.corruptions import SEVERITIES, _check_images, available_corruptions, corrupt
 
-__all__ = ["RobustnessResult", "corruption_accuracy"]
+__all__ = ["CorruptionErrors", "RobustnessResult", "corruption_accuracy", "corruption_errors"]
 
 
 @dataclass(frozen=True)
@@ -192,3 +209,127 @@ def corruption_accuracy(
         for name in names
     }
     return RobustnessResult(clean_accuracy=clean, accuracy=accuracy, severities=severities)
+
+
+@dataclass(frozen=True)
+class CorruptionErrors:
+    """Corruption errors of a model relative to a baseline (Hendrycks & Dietterich 2019).
+
+    Attributes:
+        ce: corruption name -> CE, summed errors of the model over summed errors of the
+            baseline.
+        relative_ce: corruption name -> relative CE, the same after subtracting each
+            model's clean error from every severity.
+        mce: mean of ``ce`` over the corruptions.
+        relative_mce: mean of ``relative_ce`` over the corruptions.
+    """
+
+    ce: dict[str, float]
+    relative_ce: dict[str, float]
+    mce: float
+    relative_mce: float
+
+    def as_dict(self) -> dict[str, float]:
+        """Flat scalars for logging: ``mce``, ``relative_mce``, ``ce_<name>`` and
+        ``relative_ce_<name>`` per corruption."""
+        out = {"mce": self.mce, "relative_mce": self.relative_mce}
+        out.update({f"ce_{name}": value for name, value in self.ce.items()})
+        out.update({f"relative_ce_{name}": value for name, value in self.relative_ce.items()})
+        return out
+
+
+def _errors_by_severity(result: RobustnessResult, which: str) -> dict[str, dict[int, float]]:
+    if not isinstance(result, RobustnessResult):
+        raise ValueError(
+            f"Expected `{which}` to be a RobustnessResult (from corruption_accuracy), but got "
+            f"{type(result).__name__}."
+        )
+    errors: dict[str, dict[int, float]] = {}
+    for name, row in result.accuracy.items():
+        if len(row) != len(result.severities):
+            raise ValueError(
+                f"`{which}` has {len(row)} accuracies for {name!r} but {len(result.severities)} "
+                f"severities {result.severities}; a RobustnessResult needs one per severity."
+            )
+        errors[name] = {s: 1.0 - a for s, a in zip(result.severities, row, strict=True)}
+    return errors
+
+
+def _check_comparable(result: RobustnessResult, baseline: RobustnessResult) -> None:
+    if set(result.accuracy) != set(baseline.accuracy):
+        only_model = sorted(set(result.accuracy) - set(baseline.accuracy))
+        only_baseline = sorted(set(baseline.accuracy) - set(result.accuracy))
+        raise ValueError(
+            "Expected the model and the baseline to be evaluated on the same corruptions, "
+            f"but only the model has {only_model} and only the baseline has {only_baseline}. "
+            "Evaluate both with the same `corruptions`."
+        )
+    if not result.accuracy:
+        raise ValueError("Expected at least one corruption in the results, but got none.")
+    if set(result.severities) != set(baseline.severities):
+        raise ValueError(
+            f"Expected the model and the baseline to be evaluated at the same severities, but "
+            f"got {result.severities} and {baseline.severities}. Evaluate both with the same "
+            "`severities`."
+        )
+
+
+def corruption_errors(result: RobustnessResult, baseline: RobustnessResult) -> CorruptionErrors:
+    """CE, relative CE, mCE and relative mCE of ``result`` against ``baseline``.
+
+    Both results must cover the same corruptions and severities (the order may differ);
+    errors are ``1 - accuracy``. The formulas are in the module docstring.
+
+    Args:
+        result: the model's :class:`RobustnessResult`.
+        baseline: the baseline model's :class:`RobustnessResult` on the same data.
+
+    Returns:
+        A :class:`CorruptionErrors`, corruptions in the order of ``result``.
+
+    Raises:
+        ValueError: if the corruptions or severities differ, or the baseline makes no error
+            on a corruption at any severity (CE undefined), or its corrupted errors do not
+            exceed its clean error (relative CE undefined).
+
+    Example:
+        >>> model = RobustnessResult(0.9, {"fog": [0.8, 0.6]}, (1, 2))
+        >>> baseline = RobustnessResult(0.8, {"fog": [0.6, 0.4]}, (1, 2))
+        >>> errors = corruption_errors(model, baseline)
+        >>> round(errors.mce, 4)  # (0.2 + 0.4) / (0.4 + 0.6)
+        0.6
+        >>> round(errors.relative_mce, 4)  # (0.6 - 2 * 0.1) / (1.0 - 2 * 0.2)
+        0.6667
+    """
+    errors = _errors_by_severity(result, "result")
+    base = _errors_by_severity(baseline, "baseline")
+    _check_comparable(result, baseline)
+    clean, base_clean = 1.0 - result.clean_accuracy, 1.0 - baseline.clean_accuracy
+    n_severities = len(result.severities)
+    ce: dict[str, float] = {}
+    relative_ce: dict[str, float] = {}
+    for name, by_severity in errors.items():
+        total = sum(by_severity.values())
+        base_total = sum(base[name][s] for s in by_severity)
+        if base_total <= 0:
+            raise ValueError(
+                f"The baseline makes no error on {name!r} at severities {result.severities} "
+                "(its summed error is 0), so CE, a ratio to it, is undefined. Use a baseline "
+                "that is not perfect on this data, or leave the corruption out."
+            )
+        base_degradation = base_total - n_severities * base_clean
+        if base_degradation <= 0:
+            raise ValueError(
+                f"The baseline's error on {name!r} does not exceed its clean error "
+                f"(sum over severities of E_s - E_clean = {base_degradation:.4g}), so the "
+                "relative CE, a ratio to that degradation, is undefined. Use a baseline that "
+                "this corruption degrades, or leave the corruption out."
+            )
+        ce[name] = total / base_total
+        relative_ce[name] = (total - n_severities * clean) / base_degradation
+    return CorruptionErrors(
+        ce=ce,
+        relative_ce=relative_ce,
+        mce=sum(ce.values()) / len(ce),
+        relative_mce=sum(relative_ce.values()) / len(relative_ce),
+    )

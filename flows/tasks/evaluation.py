@@ -14,6 +14,7 @@ from infra.mlflow_store import MlflowStore
 from infra.settings import Settings
 from tai.evaluation import Evaluation, evaluate_model, predict_logits
 from tai.models import build_model
+from tai.robustness import RobustnessResult
 from tai.temperature import TemperatureFit, TemperatureScaledModel, fit_temperature
 
 
@@ -41,13 +42,32 @@ def calibrate(trained: TrainedModel) -> CalibratedModel:
     )
 
 
+@dataclass(frozen=True)
+class Champion:
+    """The current champion, rebuilt, and its robustness on its own test split."""
+
+    version: str
+    model: torch.nn.Module
+    robustness: RobustnessResult
+
+
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def load_champion(store: MlflowStore) -> torch.nn.Module | None:
-    """The current champion model, to compare the new one with; None before the first."""
+def load_champion(store: MlflowStore) -> Champion | None:
+    """The current champion, to compare the new model with; None before the first."""
     champion = store.champion()
     if champion is None:
         return None
-    state, config = store.load_weights(champion.run_id)
+    report = store.load_json(champion.run_id, "tai/tai_report.json")["robustness"]
+    robustness = RobustnessResult(
+        clean_accuracy=report["clean_accuracy"],
+        accuracy=report["accuracy"],
+        severities=tuple(report["severities"]),
+    )
+    return Champion(champion.version, _rebuild(store, champion.run_id), robustness)
+
+
+def _rebuild(store: MlflowStore, run_id: str) -> torch.nn.Module:
+    state, config = store.load_weights(run_id)
     model = build_model(
         config["model"], in_channels=config["in_channels"], num_classes=config["num_classes"]
     )
@@ -72,7 +92,7 @@ def evaluate(
     calibrated: CalibratedModel,
     trained: TrainedModel,
     settings: Settings,
-    champion: torch.nn.Module | None = None,
+    champion: Champion | None = None,
 ) -> Evaluation:
     """Run the TAI checks on the held-out test split with the deployed model."""
     test = trained.data.splits["test"]
@@ -83,6 +103,7 @@ def evaluate(
         classes=trained.data.classes,
         robustness_budget=max(settings.tai_budget, 8),
         temperature=calibrated.fit,
-        reference_model=champion,
+        reference_model=champion.model if champion else None,
+        reference_robustness=champion.robustness if champion else None,
         seed=settings.seed,
     )

@@ -44,6 +44,9 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     # The first model had no champion to compare explanations with; the second had one.
     assert math.isnan(first.metrics["attribution_stability_spearman"])
     assert -1.0 <= second.metrics["attribution_stability_spearman"] <= 1.0
+    # The tiny champion makes no error on some corruptions: mCE is undefined, not a crash.
+    assert math.isnan(first.metrics["corruption_mce"])
+    assert math.isnan(second.metrics["corruption_mce"]) or second.metrics["corruption_mce"] > 0
 
 
 def test_a_failure_after_registration_leaves_no_version_and_no_alias(

@@ -137,3 +137,24 @@ def test_trust_report_shows_the_data_card(evaluation, tmp_path):
     assert "training commit's data card" in html
     assert '<td>train</td><td class="num">12</td>' in html
     assert "not estimated (a class has fewer than 5 training images)" in html
+
+
+def test_corruption_errors_against_a_baseline_and_nan_when_undefined(evaluation):
+    import math
+    from dataclasses import replace
+
+    from tai.evaluation import _corruption_errors
+
+    result, *_ = evaluation
+    worse = replace(
+        result.robustness,
+        accuracy={k: [a * 0.5 for a in v] for k, v in result.robustness.accuracy.items()},
+    )
+    errors = _corruption_errors(result.robustness, worse)
+    assert errors["corruption_mce"] < 1.0  # fewer errors than a baseline twice as wrong
+    perfect = replace(
+        result.robustness,
+        accuracy={k: [1.0] * len(v) for k, v in result.robustness.accuracy.items()},
+    )
+    assert _corruption_errors(result.robustness, perfect) == {}
+    assert math.isnan(result.metrics["corruption_mce"])  # no baseline given
