@@ -204,7 +204,17 @@ class MlflowStore:
 
     def list_versions(self) -> list[ModelVersionInfo]:
         found = self.client.search_model_versions(f"name='{self.model_name}'")
-        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+        # search_model_versions leaves `aliases` empty; ask for the champion itself.
+        champion = self.champion()
+        versions = []
+        for mv in found:
+            info = self._info(mv)
+            if champion and info.version == champion.version and not info.is_champion:
+                info = ModelVersionInfo(
+                    info.name, info.version, info.run_id, info.tags, [*info.aliases, CHAMPION]
+                )
+            versions.append(info)
+        return sorted(versions, key=lambda v: int(v.version))
 
     def set_version_tag(self, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(self.model_name, version, key, value)

@@ -41,6 +41,7 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     assert "FAIL: accuracy" in v2.tags["tai.gates.reasons"]
     assert registry.champion().version == "1"
     assert second.champion_version == "1"
+    assert [v.is_champion for v in registry.list_versions()] == [True, False]
     # The first model had no champion to compare explanations with; the second had one.
     assert math.isnan(first.metrics["attribution_stability_spearman"])
     assert -1.0 <= second.metrics["attribution_stability_spearman"] <= 1.0
