@@ -129,3 +129,32 @@ def test_report_of_a_missing_version(tiny_settings):
         _run("report", "7"), "model `tai-classifier` has no version '7'; versions: none"
     )
     _assert_one_line_error(_run("report"), "has no `champion` yet; run `tai run`")
+
+
+def test_an_oxen_merge_emits_the_data_merged_event(tiny_settings, tiny_repo, tmp_path, monkeypatch):
+    import infra.events
+
+    emitted = []
+    monkeypatch.setattr(infra.events, "prefect_api_url", lambda: "http://127.0.0.1:4200/api")
+    monkeypatch.setattr(infra.events, "emit_data_merged", lambda *a: emitted.append(a))
+    extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 1}, classes=1, seed=3)
+    assert _run("data", "branch", "more").exit_code == 0
+    assert _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "m").exit_code == 0
+    merged = _run("data", "merge", "more")
+    commit_id = merged.stdout.splitlines()[0].rsplit(" ", 1)[-1]
+    assert emitted == [("oxen", "data", "main", commit_id, "more", {"via": "tai data merge"})]
+    assert f"emitted tai.data.merged for {commit_id}" in merged.stdout
+
+
+def test_an_oxen_merge_without_a_prefect_server_says_no_event_was_emitted(
+    tiny_settings, tiny_repo, tmp_path, monkeypatch
+):
+    import infra.events
+
+    monkeypatch.setattr(infra.events, "prefect_api_url", lambda: None)
+    extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 1}, classes=1, seed=4)
+    _run("data", "branch", "more")
+    _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "m")
+    merged = _run("data", "merge", "more")
+    assert merged.exit_code == 0
+    assert "PREFECT_API_URL is not set, so no tai.data.merged event was emitted" in merged.stderr
