@@ -24,7 +24,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check flows tai callbacks infra tests
+	$(BIN)/ruff check flows tai callbacks infra tests benchmarks
 
 bench: install
 	$(BIN)/python benchmarks/callback_overhead.py

@@ -25,7 +25,8 @@ def test_environment_overrides_the_settings_file(tmp_path, monkeypatch):
 def test_a_wrong_value_names_the_variable_and_the_value(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TAI_MODEL", "vgg")
-    with pytest.raises(SettingsError, match=r"TAI_MODEL: .*'small_cnn' or 'resnet18'.*\(got 'vgg'\)"):
+    message = r"TAI_MODEL: .*'small_cnn' or 'resnet18'.*\(got 'vgg'\)"
+    with pytest.raises(SettingsError, match=message):
         load_settings()
 
 
