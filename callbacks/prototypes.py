@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.explain import deletion_auc, integrated_gradients
+from tai.attribution_methods import METHODS, attribute
+from tai.explain import deletion_auc
 from tai.explain_plots import prototype_figure
 from tai.prototypes import Prototypes, select_prototypes
 
@@ -58,15 +59,16 @@ def embedding_function(pl_module: nn.Module, layer: str | None) -> Callable[[Ten
 
 
 class PrototypeExplanationCallback(TaiCheckCallback):
-    """Per-class prototypes (k-medoids on embeddings), Integrated Gradients on them, and
-    the deletion AUC of those attributions (lower is more faithful).
+    """Per-class prototypes (k-medoids on embeddings), their attribution maps (Integrated
+    Gradients by default), and the deletion AUC of those maps (lower is more faithful).
 
-    Logs ``tai/explain/deletion_auc`` and ``tai/explain/ig_convergence_delta``; the figure
-    of prototypes beside their attribution maps goes to the loggers.
+    Logs ``tai/explain/deletion_auc`` (and ``tai/explain/ig_convergence_delta`` for
+    Integrated Gradients); the figure of prototypes beside their maps goes to the loggers.
 
     Args:
         per_class: prototypes per class.
         embedding_layer: name of the penultimate layer when the module has no ``embed``.
+        method: the attribution method, one of :data:`tai.attribution_methods.METHODS`.
         n_steps: Integrated Gradients steps.
         deletion_steps: steps of the deletion curve.
         budget: at most this many validation samples per check.
@@ -74,7 +76,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         log_figures: log the prototype figure: ``"last"`` epoch, ``True`` every check.
 
     Raises:
-        ValueError: a non-positive count.
+        ValueError: a non-positive count or an unknown method.
 
     Example::
 
@@ -88,6 +90,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         per_class: int = 1,
         *,
         embedding_layer: str | None = None,
+        method: str = "integrated_gradients",
         n_steps: int = 32,
         deletion_steps: int = 20,
         budget: int = 512,
@@ -100,9 +103,12 @@ class PrototypeExplanationCallback(TaiCheckCallback):
             ("deletion_steps", deletion_steps),
         ):
             _check_positive_int(arg, value)
+        if method not in METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(METHODS)}, got {method!r}")
         super().__init__(budget=budget, every_n_epochs=every_n_epochs, log_figures=log_figures)
         self.per_class = per_class
         self.embedding_layer = embedding_layer
+        self.method = method
         self.n_steps = n_steps
         self.deletion_steps = deletion_steps
 
@@ -128,23 +134,23 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         protos = select_prototypes(embeddings[kept], targets[kept], per_class=self.per_class)
         index = kept[torch.tensor(protos.all_indices())]
         x, y = images[index].to(device), targets[index].to(device)
-        attributions = integrated_gradients(pl_module, x, y, n_steps=self.n_steps)
-        deletion = deletion_auc(pl_module, x, attributions.maps, y, steps=self.deletion_steps)
+        attributions = attribute(pl_module, x, y, method=self.method, n_steps=self.n_steps)
+        maps = attributions.maps.expand_as(x)  # GradCAM gives one channel
+        deletion = deletion_auc(pl_module, x, maps, y, steps=self.deletion_steps)
+        delta = attributions.convergence_delta
         result = PrototypeExplanation(
             prototypes=protos,
             deletion_auc=deletion.mean,
-            convergence_delta=float(attributions.convergence_delta.abs().mean()),
+            convergence_delta=float(delta.abs().mean()) if delta is not None else float("nan"),
         )
-        pl_module.log_dict(
-            {
-                "tai/explain/deletion_auc": result.deletion_auc,
-                "tai/explain/ig_convergence_delta": result.convergence_delta,
-            }
-        )
+        logged = {"tai/explain/deletion_auc": result.deletion_auc}
+        if delta is not None:
+            logged["tai/explain/ig_convergence_delta"] = result.convergence_delta
+        pl_module.log_dict(logged)
         if self.wants_figure(trainer):
             classes = getattr(pl_module, "classes", None)
             labels = y.tolist()
             titles = [f"class {classes[t] if classes else t}" for t in labels]
-            fig = prototype_figure(x.cpu(), attributions.maps.cpu(), labels, titles=titles)
+            fig = prototype_figure(x.cpu(), maps.cpu(), labels, titles=titles)
             log_figure(trainer, fig, self.figure_name(trainer, "prototypes"))
         return result

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,11 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
             "`per_class` must be a positive integer, got 0",
         ),
         (
+            lambda: PrototypeExplanationCallback(method="lime"),
+            "`method` must be one of integrated_gradients, saliency, gradcam, occlusion, "
+            "got 'lime'",
+        ),
+        (
             lambda: CalibrationCallback(log_figures="always"),
             "`log_figures` must be True, False or 'last', got 'always'",
         ),
@@ -160,3 +166,12 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
 def test_callback_arguments_are_checked_at_construction(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradcam"])
+def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, method):
+    cb = PrototypeExplanationCallback(method=method, deletion_steps=4, log_figures=True)
+    module = ClassifierModule("small_cnn", 1, 3)
+    _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
+    assert 0.0 <= cb.last_result.deletion_auc <= 1.0
+    assert math.isnan(cb.last_result.convergence_delta)  # only Integrated Gradients has one
