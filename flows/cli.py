@@ -205,10 +205,11 @@ def models() -> None:
 
 
 # -- data ---------------------------------------------------------------------------------
-def _store():
+def _store(settings: Settings | None = None):
+    """The configured data store; pass the settings a command already loaded."""
     from flows.stores import make_data_store
 
-    return make_data_store(_settings())
+    return make_data_store(settings or _settings())
 
 
 @data_app.command("init")
@@ -292,7 +293,7 @@ def data_merge(
 ) -> None:
     """Merge a data branch (into `main` by default); with Oxen, emit `tai.data.merged`."""
     settings = _settings()
-    commit_id = _store().merge(source, into)
+    commit_id = _store(settings).merge(source, into)
     typer.echo(f"merged {source} into {into}: {commit_id}")
     # lakeFS fires its own post-merge hook; the embedded store emits the same event here.
     if settings.data_store == "oxen":
@@ -328,7 +329,7 @@ def install_hooks(
             "install-hooks is for TAI_DATA_STORE=lakefs; with Oxen, `tai data merge` emits "
             "the event itself"
         )
-    store = _store()
+    store = _store(settings)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tai-retrain.yaml").write_text(render_action(url))
         store.upload(branch, Path(tmp), "_lakefs_actions")
