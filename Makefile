@@ -18,7 +18,7 @@ demo: install
 	$(BIN)/tai demo
 
 test: install
-	$(BIN)/python -m pytest
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
