@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from tai.calibration import CalibrationResult, calibration_report, calibration_summary
 from tai.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES
+from tai.gate_evidence import champion_comparisons, metric_bounds
+from tai.principle_checks import (
+    CheckOptions,
+    PrincipleResults,
+    principle_metric_names,
+    run_principle_checks,
+)
 from tai.robustness import RobustnessResult, corruption_accuracy, corruption_errors
+from tai.significance import PairedDifference
 from tai.temperature import TemperatureFit
 from tai.transparency import (
     TRANSPARENCY_METRICS,
@@ -32,8 +40,12 @@ CHAMPION_METRICS = (*STABILITY_METRICS, *CORRUPTION_ERROR_METRICS)
 SCHEMA_VERSION = "1.0"
 
 
-def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> list[str]:
-    """Every name a gate policy may use, for a report over ``corruptions``."""
+def report_metric_names(
+    corruptions: Sequence[str] = DEFAULT_CORRUPTIONS,
+    epsilons: Sequence[float] = CheckOptions.epsilons,
+) -> list[str]:
+    """Every name a gate policy may use, for a report over ``corruptions`` and the
+    adversarial radii ``epsilons``."""
     names = [
         "accuracy",
         "ece",
@@ -50,6 +62,7 @@ def report_metric_names(corruptions: Sequence[str] = DEFAULT_CORRUPTIONS) -> lis
         "mean_corruption_accuracy",
         *TRANSPARENCY_METRICS,
         *CHAMPION_METRICS,
+        *principle_metric_names(epsilons),
     ]
     for c in corruptions:
         names.append(f"{c}_mean")
@@ -68,6 +81,15 @@ class Evaluation:
     explanations: Explanations
     metrics: dict[str, float] = field(default_factory=dict)
     temperature: TemperatureFit | None = None
+    principles: PrincipleResults | None = None
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    comparisons: dict[str, PairedDifference] | None = None
+
+    def not_applicable(self) -> dict[str, str]:
+        """Gates on checks that did not apply to this model, with the reason."""
+        if self.principles is None:
+            return {}
+        return self.principles.not_applicable()
 
     def report(self, lineage: dict[str, str] | None = None) -> dict:
         """The TAI report: JSON-ready, with ``schema_version``."""
@@ -103,6 +125,15 @@ class Evaluation:
                 "quality": e.quality,
                 "sanity_check": e.sanity,
             },
+            **(self.principles.report() if self.principles else {}),
+            "statistics": {
+                "bounds": {k: list(v) for k, v in self.bounds.items()},
+                "champion_comparisons": (
+                    {k: v.as_dict() for k, v in self.comparisons.items()}
+                    if self.comparisons is not None
+                    else None
+                ),
+            },
         }
 
 
@@ -127,6 +158,14 @@ def evaluate_model(
     temperature: TemperatureFit | None = None,
     reference_model: nn.Module | None = None,
     reference_robustness: RobustnessResult | None = None,
+    members: tuple[Tensor, Tensor] | None = None,
+    groups: Sequence[str] | None = None,
+    group_column: str = "",
+    expected_groups: Sequence[str] | None = None,
+    abstention_threshold: float | None = None,
+    checks: CheckOptions | None = None,
+    bound_metrics: Sequence[str] = (),
+    comparison_metrics: Sequence[str] = (),
     seed: int = 0,
 ) -> Evaluation:
     """Run every TAI check on a held-out split.
@@ -149,7 +188,19 @@ def evaluate_model(
             explanations (same prototypes, both models) is measured.
         reference_robustness: the champion's robustness result; when given, the
             corruption errors CE and mCE (Hendrycks & Dietterich, 2019) against it.
-        seed: seeds corruptions and prototype selection.
+        members: training images and targets; when given, the fairness, privacy,
+            selective-prediction and adversarial checks run
+            (:func:`tai.principle_checks.run_principle_checks`).
+        groups: the group of each test image, for fairness by group.
+        group_column: the ``metadata.csv`` column ``groups`` came from.
+        expected_groups: every group of that column; one without test images is an error.
+        abstention_threshold: confidence threshold fitted on validation.
+        checks: budgets and switches of those checks; ``checks.confidence`` is also the
+            level of ``bound_metrics`` and ``comparison_metrics``.
+        bound_metrics: metrics whose confidence bounds a gate judges.
+        comparison_metrics: metrics compared with ``reference_model`` on the same
+            test images (paired); requires ``reference_model``.
+        seed: seeds corruptions, prototype selection, bootstraps and attacks.
     """
     if not callable(getattr(model, "embed", None)):
         raise ValueError(f"{type(model).__name__} has no `embed(x)`; build it with tai.models")
@@ -175,6 +226,57 @@ def evaluate_model(
         n_steps=ig_steps,
         seed=seed,
     )
+    checks = checks or CheckOptions()
+    probs = logits.softmax(1)
+    principles = None
+    if members is not None:
+        principles = run_principle_checks(
+            model,
+            images,
+            targets,
+            probs,
+            embeddings,
+            classes=classes,
+            members=members,
+            groups=groups,
+            group_column=group_column,
+            expected_groups=expected_groups,
+            abstention_threshold=abstention_threshold,
+            options=checks,
+            seed=seed,
+        )
+    fairness_bounds = {}
+    if principles is not None:
+        f = principles.metrics()
+        fairness_bounds = {
+            name: (f[f"{name}_lower"], f[f"{name}_upper"])
+            for name in (
+                "worst_class_accuracy",
+                "class_accuracy_gap",
+                "worst_group_accuracy",
+                "group_error_rate_gap",
+            )
+        }
+    bounds = metric_bounds(
+        bound_metrics,
+        probs,
+        targets,
+        confidence=checks.confidence,
+        fairness_bounds=fairness_bounds,
+        n_resamples=checks.n_resamples,
+        seed=seed,
+    )
+    comparisons = None
+    if reference_model is not None:
+        comparisons = champion_comparisons(
+            comparison_metrics,
+            predict_logits(reference_model, images).softmax(1),
+            probs,
+            targets,
+            confidence=checks.confidence,
+            n_resamples=checks.n_resamples,
+            seed=seed,
+        )
     scaling = {}
     if temperature is not None:
         unscaled = (logits * temperature.temperature).softmax(1)
@@ -188,6 +290,11 @@ def evaluate_model(
         **scaling,
         **{k: v for k, v in robustness.as_dict().items()},
         **explanations.quality,
+        **(
+            principles.metrics()
+            if principles
+            else dict.fromkeys(principle_metric_names(checks.epsilons), float("nan"))
+        ),
         **dict.fromkeys(CHAMPION_METRICS, float("nan")),
         **_corruption_errors(robustness, reference_robustness),
         **(
@@ -210,6 +317,9 @@ def evaluate_model(
         explanations=explanations,
         metrics={k: float(v) for k, v in metrics.items()},
         temperature=temperature,
+        principles=principles,
+        bounds=bounds,
+        comparisons=comparisons,
     )
 
 
