@@ -8,7 +8,12 @@ from mlflow import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
 
-from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
+from callbacks import (
+    AdversarialCallback,
+    CalibrationCallback,
+    PrototypeExplanationCallback,
+    RobustnessCallback,
+)
 from tai.calibration import calibration_summary
 from tai.lightning_module import ClassifierModule
 
@@ -158,6 +163,14 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
             "got 'lime'",
         ),
         (
+            lambda: AdversarialCallback(epsilons=[0.1, 2.0]),
+            r"`epsilons` must be a non-empty list in \(0, 1\], got \[0.1, 2.0\]",
+        ),
+        (
+            lambda: AdversarialCallback(attacks=["cw"]),
+            "`attacks` must be a non-empty subset of pgd, fgsm; got \\['cw'\\]",
+        ),
+        (
             lambda: CalibrationCallback(log_figures="always"),
             "`log_figures` must be True, False or 'last', got 'always'",
         ),
@@ -175,3 +188,24 @@ def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, 
     _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
     assert 0.0 <= cb.last_result.deletion_auc <= 1.0
     assert math.isnan(cb.last_result.convergence_delta)  # only Integrated Gradients has one
+
+
+def test_adversarial_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
+    from tai.adversarial import adversarial_accuracy
+
+    seen = {}
+
+    class Spy(AdversarialCallback):
+        def run_check(self, trainer, module, images, targets, logits):
+            seen["data"] = (module, images, targets)
+            return super().run_check(trainer, module, images, targets, logits)
+
+    cb = Spy(epsilons=[0.05, 0.2], steps=3, budget=24, log_figures=False)
+    _trainer(tmp_path, [cb], epochs=1).fit(ClassifierModule("small_cnn", 1, 3), *loaders)
+    pgd, fgsm = cb.last_result
+    assert (pgd.attack, fgsm.attack) == ("pgd", "fgsm")
+    module, images, targets = seen["data"]
+    assert len(targets) == 24
+    expected = adversarial_accuracy(module, images, targets, epsilons=(0.05, 0.2), steps=3)
+    assert pgd.accuracy == expected.accuracy
+    assert pgd.accuracy[1] <= pgd.accuracy[0] <= pgd.clean_accuracy
