@@ -33,7 +33,7 @@ def fit_seconds(data: FolderDataModule, settings, workdir: Path, *, with_callbac
         tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
         artifact_location=(workdir / "art").as_uri(),
     )
-    callbacks = tai_callbacks(settings.tai_budget) if with_callbacks else []
+    callbacks = tai_callbacks(settings.tai_budget, settings.corruptions) if with_callbacks else []
     trainer = make_trainer(settings, logger=logger, callbacks=callbacks)
     start = time.perf_counter()
     trainer.fit(module, datamodule=data)

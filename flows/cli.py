@@ -17,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from flows.approval_cli import approve, reject
 from infra.settings import Settings, SettingsError, apply_environment, load_settings
 
 app = typer.Typer(
@@ -202,6 +203,11 @@ def models() -> None:
     typer.echo(
         versions_table(versions, {v.version: store.test_metrics(v.run_id) for v in versions})
     )
+
+
+# Human oversight: a reviewer's decision on a version awaiting approval.
+app.command("approve")(approve)
+app.command("reject")(reject)
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
@@ -12,6 +12,7 @@ from flows.lineage import lineage_tags
 from flows.preflight import gate_metric_names
 from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
+from flows.tasks.data_drift import compare_with_baseline, drift_metrics, drift_not_applicable
 from flows.tasks.evaluation import calibrate, evaluate, load_champion, weights_config
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
@@ -50,45 +51,72 @@ def tai_pipeline(
     settings = settings or load_settings()
     log = get_run_logger()
     # Everything that can be wrong with the inputs is checked before anything is trained.
-    policy = load_policy(settings.policy_file, gate_metric_names())
+    policy = load_policy(settings.policy_file, gate_metric_names(settings))
     store = make_data_store(settings)
     data_version = resolve_data_version(store, commit or branch)
     root = materialize(store, data_version)
-    data = data_card(root, settings.dataset, data_version, settings.cache_dir, settings.seed)
+    data = data_card(
+        root,
+        settings.dataset,
+        data_version,
+        settings.cache_dir,
+        settings.seed,
+        settings.group_column,
+    )
     card = data.card
 
     mlflow = MlflowStore(settings)
     lineage = lineage_tags(data_version, policy)
     run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
     try:
+        drift = compare_with_baseline(
+            store,
+            mlflow,
+            data_version,
+            root,
+            data,
+            settings.dataset,
+            settings.cache_dir,
+            settings.seed,
+        )
+        data = replace(data, card={**card, "drift": drift})
+        card = data.card
+        data_numbers = {**data_metrics(card), **drift_metrics(drift)}
         mlflow.log_json(run_id, card, "data/data_card.json")
         mlflow.log_file(run_id, data.factors_png, "data")
-        mlflow.log_metrics(run_id, data_metrics(card))
+        mlflow.log_metrics(run_id, data_numbers)
         mlflow.log_params(run_id, settings_params(settings))
         trained = train_model(settings, root, run_id)
-        calibrated = calibrate(trained)
+        calibrated = calibrate(trained, settings.target_coverage)
         champion = load_champion(mlflow)
-        evaluation = evaluate(calibrated, trained, settings, champion)
+        evaluation = evaluate(calibrated, trained, settings, policy, champion)
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
         decision = judge(
             policy,
-            {**evaluation.metrics, **data_metrics(card)},
-            champion_gates_not_applicable(evaluation.metrics, champion),
+            {**evaluation.metrics, **data_numbers},
+            {
+                **champion_gates_not_applicable(evaluation.metrics, champion),
+                **drift_not_applicable(drift),
+                **evaluation.not_applicable(),
+            },
+            evaluation.bounds,
+            evaluation.comparisons,
         )
-        # Two images: a batch of one would make torch.export specialise the batch size to 1.
         example = trained.data.splits["test"].images[:2]
         mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
         promotion = register_and_promote(
             mlflow,
             run_id,
-            calibrated.model,
             example,
             evaluation,
             decision,
             lineage,
             data,
             settings.reports_dir,
+            classes=trained.data.classes,
+            defer_threshold=calibrated.abstention_threshold,
+            approval_timeout_s=policy.approval.timeout_s if policy.approval.required else None,
         )
     except BaseException:
         mlflow.end_run(run_id, failed=True)
@@ -106,7 +134,8 @@ def tai_pipeline(
         promoted=promotion.promoted,
         champion_version=promotion.champion_version,
         metrics=evaluation.metrics,
-        reasons=decision.reasons,
+        reasons=decision.reasons
+        + ([promotion.approval.explain()] if promotion.approval and not promotion.promoted else []),
         report_path=promotion.report_path,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flows.stores import make_data_store
 from infra.datastore.base import DataVersion
-from infra.settings import Settings
+from infra.settings import Settings, SettingsError
 from tai.policy import GatePolicy, load_policy
 
 
@@ -15,13 +15,43 @@ def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]
         PolicyError: the policy file is missing or malformed.
         DataStoreError: the branch or commit does not exist.
     """
-    policy = load_policy(settings.policy_file, gate_metric_names())
+    policy = load_policy(settings.policy_file, gate_metric_names(settings))
     return policy, make_data_store(settings).version(ref)
 
 
-def gate_metric_names() -> list[str]:
-    """Every metric a gate may name: the TAI report's and the data card's."""
+def check_corruptions(settings: Settings) -> list[str]:
+    """Load the corruption plugins and check that every configured corruption exists.
+
+    Raises:
+        SettingsError: a plugin does not load, or a corruption name is unknown.
+    """
+    from tai.corruptions import available_corruptions, load_corruption_plugins
+
+    try:
+        load_corruption_plugins(settings.corruption_plugins)
+    except ValueError as exc:
+        raise SettingsError(f"TAI_CORRUPTION_PLUGINS: {exc}") from None
+    known = available_corruptions()
+    unknown = [c for c in settings.corruptions if c not in known]
+    if unknown:
+        raise SettingsError(
+            f"TAI_CORRUPTIONS: unknown corruption {', '.join(map(repr, unknown))}; "
+            f"available: {', '.join(known)} (or register your own with TAI_CORRUPTION_PLUGINS)"
+        )
+    return list(settings.corruptions)
+
+
+def gate_metric_names(settings: Settings | None = None) -> list[str]:
+    """Every metric a gate may name: the TAI report's and the data card's (with the
+    default corruptions when no settings are given)."""
+    from tai.corruptions import DEFAULT_CORRUPTIONS
     from tai.data_card import DATA_METRIC_NAMES
+    from tai.data_drift import DRIFT_METRIC_NAMES
     from tai.evaluation import report_metric_names
 
-    return [*report_metric_names(), *DATA_METRIC_NAMES]
+    corruptions = check_corruptions(settings) if settings else DEFAULT_CORRUPTIONS
+    return [
+        *report_metric_names(corruptions),
+        *DATA_METRIC_NAMES,
+        *DRIFT_METRIC_NAMES,
+    ]

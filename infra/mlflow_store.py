@@ -3,25 +3,60 @@
 Embedded default: MLflow on SQLite in the workspace with a local artifact folder; in
 production the same code talks to a tracking server (``TAI_MLFLOW_TRACKING_URI``).
 Nothing happens at construction; the client and the experiment are made on first use.
+
+Security (see :mod:`infra.integrity`): the weights' sha256 is recorded as an immutable run
+param when they are logged and as a model-version tag at registration, together with one
+digest of every file of the servable model; :meth:`MlflowStore.load_weights` and
+:meth:`MlflowStore.load_pyfunc` refuse files that do not match. No value of a secret setting
+(a ``SecretStr`` field of :class:`~infra.settings.Settings`) is ever written: params, tags,
+text and JSON artifacts are redacted, and a file holding a secret is refused.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from infra.integrity import (
+    MODEL_SHA256_TAG,
+    WEIGHTS_FILE,
+    WEIGHTS_SHA256_TAG,
+    IntegrityError,
+    RegistryError,
+    load_verified_state_dict,
+    manifest_sha256,
+    sha256_hex,
+    verify_sha256,
+)
 from infra.settings import Settings
 
+__all__ = [
+    "CHAMPION",
+    "MODEL_SHA256_TAG",
+    "WEIGHTS_SHA256_TAG",
+    "IntegrityError",
+    "MlflowStore",
+    "ModelVersionInfo",
+    "RegistryError",
+]
+
 CHAMPION = "champion"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation failed; the message names the model and version."""
+REDACTED = "**********"  # as pydantic shows a SecretStr
+_REDACTED_KEY = "REDACTED"  # MLflow keys allow no "*"
+# The packages the pyfunc imports, copied into the model (``code_paths``) so that it serves
+# where the project is not installed; only these file types (the package data in
+# pyproject.toml), never deployment files or caches.
+_MODEL_CODE_PACKAGES = ("tai", "infra")
+_MODEL_CODE_SUFFIXES = (".py", ".yaml", ".html", ".j2")
 
 
 @dataclass(frozen=True)
@@ -64,7 +99,9 @@ class MlflowStore:
 
     # -- runs ---------------------------------------------------------------------------
     def create_run(self, run_name: str, tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+        run = self.client.create_run(
+            self.experiment_id, run_name=self._scrub(run_name), tags=self._scrub_map(tags)
+        )
         return run.info.run_id
 
     def end_run(self, run_id: str, *, failed: bool = False) -> None:
@@ -74,7 +111,9 @@ class MlflowStore:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(f"{prefix}{k}", float(v), now, 0) for k, v in metrics.items()]
+        batch = [
+            Metric(self._scrub_key(f"{prefix}{k}"), float(v), now, 0) for k, v in metrics.items()
+        ]
         self.client.log_batch(run_id, metrics=batch)
 
     def test_metrics(self, run_id: str) -> dict[str, float]:
@@ -85,41 +124,177 @@ class MlflowStore:
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
-        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        scrubbed = self._scrub_map({k: str(v) for k, v in params.items()})
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in scrubbed.items()])
 
     def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
-        self.client.log_text(run_id, json.dumps(obj, indent=2, sort_keys=True), artifact_file)
+        text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
+        self.client.log_text(run_id, self._scrub(text), artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        self.client.log_text(run_id, self._scrub(text), artifact_file)
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Log a file as it is; refuses one that holds a secret setting's value.
+
+        Raises:
+            RegistryError: the file holds the value of a secret setting.
+        """
+        data = Path(path).read_bytes()
+        for name, secret in self._secrets.items():
+            if secret.encode() in data:
+                raise RegistryError(
+                    f"refusing to log {path} to run {run_id}: it holds the value of the secret "
+                    f"setting `{name}`; remove the secret from the file."
+                )
         self.client.log_artifact(run_id, str(path), artifact_path)
 
-    def log_model(self, run_id: str, model: Any, input_example: Any) -> str:
-        """Log a PyTorch model in MLflow 3's default ``pt2`` format; returns its URI."""
+    def log_model(
+        self,
+        run_id: str,
+        input_example: Any,
+        *,
+        classes: Sequence[str],
+        defer_threshold: float | None = None,
+        max_pixels: int | None = None,
+        max_batch: int | None = None,
+    ) -> str:
+        """Log the servable pyfunc (:mod:`infra.pyfunc_model`) built from the run's weights.
+
+        The model is the weights logged by :meth:`log_weights` for this run (checked against
+        the run's recorded sha256 first), their config, the class labels and the abstention
+        threshold; it is logged as *models from code* (nothing pickled), with copies of the
+        ``tai`` and ``infra`` packages as ``code_paths`` so that it serves where the project
+        is not installed, and with its requirements named (sparing MLflow a slow inference).
+
+        Args:
+            run_id: the run whose weights are served.
+            input_example: a float array ``(N, C, H, W)`` in ``[0, 1]`` of real inputs
+                (N >= 2); it also fixes the signature's ``(C, H, W)``.
+            classes: the class labels, in output order.
+            defer_threshold: the pyfunc answers ``"defer_to_human"`` below this calibrated
+                confidence; ``None`` never defers.
+            max_pixels: most ``H * W`` per request image (default
+                :data:`~infra.pyfunc_model.DEFAULT_MAX_PIXELS`).
+            max_batch: most images per request (default
+                :data:`~infra.pyfunc_model.DEFAULT_MAX_BATCH`).
+
+        Returns:
+            The model's URI (``models:/<model id>``), to pass to :meth:`register`.
+
+        Raises:
+            IntegrityError: the run's weights do not match their recorded sha256.
+            RegistryError: the run has no weights.
+            ValueError: a bad class list, threshold, limit or input example.
+        """
         import mlflow
-        import mlflow.pytorch
+        import numpy as np
 
-        mlflow.set_tracking_uri(self.settings.tracking_uri)
-        # Naming the requirements spares MLflow its slow inference of them (a subprocess
-        # that re-imports the model's code).
-        import torch
+        from infra import pyfunc_model
 
-        requirements = [
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"mlflow=={mlflow.__version__}",
-        ]
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                model, name="model", input_example=input_example, pip_requirements=requirements
+        example = np.asarray(
+            input_example.detach().cpu().numpy()
+            if hasattr(input_example, "detach")
+            else input_example,
+            dtype=np.float32,
+        )
+        if example.ndim != 4 or example.shape[0] < 1:
+            raise ValueError(
+                f"Expected `input_example` of shape (N, C, H, W), but got {example.shape}. "
+                "Pass a few test images."
             )
+        limits = {
+            "max_pixels": pyfunc_model.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels,
+            "max_batch": pyfunc_model.DEFAULT_MAX_BATCH if max_batch is None else max_batch,
+        }
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            weights = self._download(run_id, "weights", folder / "download")
+            data = (weights / WEIGHTS_FILE).read_bytes()
+            sha256 = verify_sha256(
+                data, self._recorded_weights_sha256(run_id), source=self._weights_name(run_id)
+            )
+            config = pyfunc_model.serving_config(
+                json.loads((weights / "config.json").read_text()),
+                weights_sha256=sha256,
+                classes=classes,
+                image_shape=example.shape[1:],
+                defer_threshold=defer_threshold,
+                **limits,
+            )
+            pyfunc_model.validate_images(example, image_shape=example.shape[1:], **limits)
+            (folder / "serving_config.json").write_text(json.dumps(config, sort_keys=True))
+            (folder / "tai_classifier.py").write_text(pyfunc_model.MODEL_CODE)
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(folder / "tai_classifier.py"),
+                    artifacts={
+                        "weights": str(weights / WEIGHTS_FILE),
+                        "config": str(folder / "serving_config.json"),
+                    },
+                    model_config={"expected_weights_sha256": ""},
+                    code_paths=_stage_model_code(folder / "code"),
+                    signature=pyfunc_model.model_signature(example.shape[1:]),
+                    input_example=example,
+                    pip_requirements=_model_requirements(config["model"]),
+                )
         return info.model_uri
+
+    def load_pyfunc(self, version: str = CHAMPION):
+        """The servable pyfunc of a model version, after checking every file of it.
+
+        The model is downloaded, its files digested and compared with the version's
+        ``tai.model_sha256`` tag, and loaded from that checked copy; the pyfunc checks its
+        weights against the version's ``tai.weights_sha256`` tag as well.
+
+        Raises:
+            RegistryError: no such version (or no champion).
+            IntegrityError: a file differs from what was registered, or nothing is recorded.
+        """
+        import mlflow
+
+        info = self.get_version(version)
+        source = f"model `{self.model_name}` version {info.version}"
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self._download_model(f"models:/{self.model_name}/{info.version}", tmp)
+            verify_manifest(folder, info.tags.get(MODEL_SHA256_TAG), source=source)
+            expected = info.tags.get(WEIGHTS_SHA256_TAG)
+            if expected is None:
+                raise IntegrityError(
+                    f"{source} has no `{WEIGHTS_SHA256_TAG}` tag, so its weights cannot be "
+                    "checked; refusing to load it. Re-register it from a trusted run."
+                )
+            return mlflow.pyfunc.load_model(
+                str(folder), model_config={"expected_weights_sha256": expected}
+            )
 
     # -- registry -----------------------------------------------------------------------
     def register(self, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
-        """Create a new model version with all its tags in one call; returns the version."""
+        """Create a new model version with all its tags in one call; returns the version.
+
+        Besides ``tags`` the version records the run's weights digest
+        (``tai.weights_sha256``, when the run logged weights) and one digest of every file of
+        the model (``tai.model_sha256``), which :meth:`load_pyfunc` checks.
+
+        Raises:
+            IntegrityError: ``tags`` name a weights digest other than the run's.
+        """
         from mlflow.exceptions import MlflowException
+
+        tags = self._scrub_map(tags)
+        recorded = self._run_data(run_id).params.get(WEIGHTS_SHA256_TAG)
+        given = tags.get(WEIGHTS_SHA256_TAG)
+        if given is not None and recorded is not None and given != recorded:
+            raise IntegrityError(
+                f"the tag {WEIGHTS_SHA256_TAG}={given} differs from the digest {recorded} "
+                f"recorded by run {run_id} when its weights were logged; not registering."
+            )
+        if recorded is not None:
+            tags[WEIGHTS_SHA256_TAG] = recorded
+        with tempfile.TemporaryDirectory() as tmp:
+            tags[MODEL_SHA256_TAG] = manifest_sha256(self._download_model(model_uri, tmp))
 
         try:
             self.client.get_registered_model(self.model_name)
@@ -147,21 +322,52 @@ class MlflowStore:
             return None
         return self._info(mv)
 
-    def log_weights(self, run_id: str, state_dict: Mapping[str, Any], config: Mapping) -> None:
+    def log_weights(self, run_id: str, state_dict: Mapping[str, Any], config: Mapping) -> str:
         """Log a state dict and the config that rebuilds its module (``weights/``).
 
-        The exported pt2 model serves predictions; this copy rebuilds the module itself
-        (for explanations, which need ``eval()`` and gradients) and loads with
-        ``weights_only=True``, so no pickle is ever executed.
+        The sha256 of the exact bytes of ``state_dict.pt`` is recorded on the run as the
+        param and tag ``tai.weights_sha256`` (a param cannot be changed once logged), where
+        whoever can write to the artifact store cannot update it; :meth:`register` copies it
+        onto the model version. The module is rebuilt from this copy (for explanations,
+        which need ``eval()`` and gradients) and loads with ``weights_only=True``, so no
+        pickle is ever executed.
+
+        Returns:
+            The sha256 of ``state_dict.pt`` (64 hex digits).
+
+        Raises:
+            RegistryError: the run already logged different weights.
         """
-        import tempfile
+        import io
 
         import torch
+        from mlflow.entities import Param, RunTag
+        from mlflow.exceptions import MlflowException
 
+        buffer = io.BytesIO()
+        torch.save(dict(state_dict), buffer)
+        data = buffer.getvalue()
+        sha256 = sha256_hex(data)
+        try:
+            self.client.log_batch(
+                run_id,
+                params=[Param(WEIGHTS_SHA256_TAG, sha256)],
+                tags=[RunTag(WEIGHTS_SHA256_TAG, sha256)],
+            )
+        except MlflowException as err:
+            logged = self._run_data(run_id).params.get(WEIGHTS_SHA256_TAG)
+            if logged is None or logged == sha256:
+                raise
+            raise RegistryError(
+                f"run {run_id} already logged weights with sha256 {logged}, not {sha256}; "
+                "a run's weights cannot be replaced: log them in a new run."
+            ) from err
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(dict(state_dict), Path(tmp) / "state_dict.pt")
-            (Path(tmp) / "config.json").write_text(json.dumps(dict(config), sort_keys=True))
+            (Path(tmp) / WEIGHTS_FILE).write_bytes(data)
+            text = json.dumps(dict(config), sort_keys=True, default=_json_default)
+            (Path(tmp) / "config.json").write_text(self._scrub(text))
             self.client.log_artifacts(run_id, tmp, "weights")
+        return sha256
 
     def load_json(self, run_id: str, artifact_file: str) -> Any:
         """A JSON artifact of a run (e.g. its TAI report)."""
@@ -171,15 +377,26 @@ class MlflowStore:
             path = self.client.download_artifacts(run_id, artifact_file, tmp)
             return json.loads(Path(path).read_text())
 
-    def load_weights(self, run_id: str) -> tuple[dict[str, Any], dict]:
-        """The state dict and config logged by :meth:`log_weights`."""
-        import tempfile
+    def load_weights(
+        self, run_id: str, *, expected_sha256: str | None = None
+    ) -> tuple[dict[str, Any], dict]:
+        """The state dict and config logged by :meth:`log_weights`, after an integrity check.
 
-        import torch
+        The file's sha256 must equal the digest recorded on the run (param and tag) and
+        ``expected_sha256`` when given (e.g. the model version's ``tai.weights_sha256`` tag);
+        only then is it loaded, with ``weights_only=True``.
 
+        Raises:
+            IntegrityError: the file differs from a recorded digest, or none is recorded.
+            RegistryError: the run has no weights.
+        """
         with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(self.client.download_artifacts(run_id, "weights", tmp))
-            state = torch.load(folder / "state_dict.pt", weights_only=True)
+            folder = self._download(run_id, "weights", Path(tmp))
+            state = load_verified_state_dict(
+                folder / WEIGHTS_FILE,
+                [*self._recorded_weights_sha256(run_id), expected_sha256],
+                source=self._weights_name(run_id),
+            )
             config = json.loads((folder / "config.json").read_text())
         return state, config
 
@@ -217,7 +434,62 @@ class MlflowStore:
         return sorted(versions, key=lambda v: int(v.version))
 
     def set_version_tag(self, version: str, key: str, value: str) -> None:
-        self.client.set_model_version_tag(self.model_name, version, key, value)
+        self.client.set_model_version_tag(
+            self.model_name, version, self._scrub_key(key), self._scrub(value)
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+    @cached_property
+    def _secrets(self) -> dict[str, str]:
+        """The values of the secret settings, by field name (empty ones left out)."""
+        found = {}
+        for name in type(self.settings).model_fields:
+            value = getattr(self.settings, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found[name] = value.get_secret_value()
+        return found
+
+    def _scrub(self, text: str, marker: str = REDACTED) -> str:
+        """``text`` with every secret setting's value replaced by ``marker``."""
+        for secret in sorted(self._secrets.values(), key=len, reverse=True):
+            text = text.replace(secret, marker)
+        return text
+
+    def _scrub_key(self, key: str) -> str:
+        return self._scrub(key, _REDACTED_KEY)
+
+    def _scrub_map(self, values: Mapping[str, str]) -> dict[str, str]:
+        return {self._scrub_key(str(k)): self._scrub(str(v)) for k, v in values.items()}
+
+    def _run_data(self, run_id: str) -> Any:
+        return self.client.get_run(run_id).data
+
+    def _recorded_weights_sha256(self, run_id: str) -> list[str | None]:
+        data = self._run_data(run_id)
+        return [data.params.get(WEIGHTS_SHA256_TAG), data.tags.get(WEIGHTS_SHA256_TAG)]
+
+    def _weights_name(self, run_id: str) -> str:
+        return f"weights/{WEIGHTS_FILE} of run {run_id}"
+
+    def _download(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        from mlflow.exceptions import MlflowException
+
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            folder = Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
+        except (MlflowException, OSError) as err:
+            raise RegistryError(
+                f"run {run_id} has no `{artifact_path}` artifact ({err}); was it logged?"
+            ) from err
+        if not folder.exists():
+            raise RegistryError(f"run {run_id} has no `{artifact_path}` artifact; was it logged?")
+        return folder
+
+    def _download_model(self, model_uri: str, dst: str) -> Path:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst))
 
     def _info(self, mv: Any) -> ModelVersionInfo:
         return ModelVersionInfo(
@@ -227,3 +499,65 @@ class MlflowStore:
             tags=dict(mv.tags),
             aliases=list(getattr(mv, "aliases", []) or []),
         )
+
+
+def verify_manifest(folder: Path, expected: str | None, *, source: str) -> str:
+    """Check the digest of every file of a downloaded model (see ``manifest_sha256``)."""
+    if expected is None:
+        raise IntegrityError(
+            f"{source} has no `{MODEL_SHA256_TAG}` tag, so its files cannot be checked; "
+            "refusing to load it. Re-register it from a trusted run."
+        )
+    actual = manifest_sha256(folder)
+    if actual != expected:
+        raise IntegrityError(
+            f"the files of {source} have been modified: their digest is {actual}, but "
+            f"{expected} was recorded at registration; refusing to load it. Do not serve "
+            "this model: re-register it from a trusted run."
+        )
+    return actual
+
+
+def _stage_model_code(dst: Path) -> list[str]:
+    """Copies of the packages the pyfunc imports, without caches and deployment files."""
+    import importlib
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [
+            n
+            for n in names
+            if n == "__pycache__"
+            or (Path(folder, n).is_file() and not n.endswith(_MODEL_CODE_SUFFIXES))
+        ]
+
+    staged = []
+    for package in _MODEL_CODE_PACKAGES:
+        source = Path(importlib.import_module(package).__file__).parent
+        shutil.copytree(source, dst / package, ignore=ignore)
+        staged.append(str(dst / package))
+    return staged
+
+
+def _model_requirements(model_name: str) -> list[str]:
+    import mlflow
+    import numpy
+    import pandas
+    import torch
+
+    requirements = [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"pandas=={pandas.__version__}",
+    ]
+    if model_name == "resnet18":
+        import torchvision
+
+        requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
+    return requirements
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return REDACTED
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

@@ -105,6 +105,38 @@ class Settings(BaseSettings):
     strategy: str = "auto"
     # Sample budget of each TAI check (images per validation pass).
     tai_budget: int = Field(default=512, ge=8)
+    # Corruptions of the robustness check (built-in or registered by a plugin); a JSON
+    # list in the environment: TAI_CORRUPTIONS='["gaussian_noise", "fog"]'.
+    corruptions: list[str] = Field(
+        default=["gaussian_noise", "gaussian_blur", "contrast", "jpeg_compression"], min_length=1
+    )
+    # Your own corruptions, "module:function" or "name=module:function" (also loaded:
+    # installed entry points of the group "tai.corruptions"); name them in `corruptions`.
+    corruption_plugins: list[str] = Field(default=[])
+    # L-infinity radii of the FGSM/PGD accuracy curves; an empty list turns them off.
+    adversarial_epsilons: list[float] = Field(default=[0.05, 0.1])
+    pgd_steps: int = Field(default=10, ge=1)
+    # Randomized-smoothing certification (Cohen et al. 2019): off by default, it costs
+    # (certify_n0 + certify_n) forward passes per certified image.
+    certify: bool = False
+    certify_sigma: float = Field(default=0.25, gt=0)
+    certify_n0: int = Field(default=100, ge=1)
+    certify_n: int = Field(default=1000, ge=1)
+    certify_budget: int = Field(default=64, ge=1)
+    # Selective prediction: the abstention threshold is chosen on validation so that at
+    # least this share of images is answered; the rest is deferred to a human.
+    target_coverage: float = Field(default=0.95, gt=0, le=1)
+    # A column of the dataset's metadata.csv holding a group label per image (fairness
+    # by group); empty: pseudo-groups from clusters of each class's embeddings.
+    group_column: str = ""
+
+    @field_validator("adversarial_epsilons")
+    @classmethod
+    def _epsilons_in_range(cls, value: list[float]) -> list[float]:
+        bad = [e for e in value if not 0 < e <= 1]
+        if bad:
+            raise ValueError(f"every epsilon must be in (0, 1] (images are in [0, 1]); got {bad}")
+        return sorted(set(value))
 
     @field_validator("data_repository", "registered_model_name", "experiment_name", "dataset")
     @classmethod

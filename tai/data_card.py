@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from tai.data_profile import noise_profile, scan_dataset, validate_dataset
+from tai.data_profile import DatasetError, noise_profile, scan_dataset, validate_dataset
 from tai.datamodule import load_split
 from tai.factors import factors_of_variation, pixel_embeddings, traversal
+from tai.fairness import read_group_column, representation
 from tai.label_noise import find_label_issues
 from tai.transparency_plots import factor_traversal_figure
 
@@ -25,7 +26,11 @@ DATA_METRIC_NAMES = (
     "data_noise_sigma_median",
     "data_min_class_balance",
     "data_duplicate_groups",
+    "data_min_class_share",
+    "data_max_class_imbalance_ratio",
+    "data_min_group_share",
 )
+METADATA_FILE = "metadata.csv"
 
 
 def build_data_card(
@@ -35,6 +40,7 @@ def build_data_card(
     max_images: int = 3000,
     n_components: int = 32,
     n_factors: int = 8,
+    group_column: str = "",
     seed: int = 0,
 ) -> dict:
     """Validate and profile ``<root>/<dataset>``.
@@ -46,10 +52,13 @@ def build_data_card(
             (a seeded subset that keeps every class), which bounds the cost.
         n_components: pixel-PCA components of the embedding.
         n_factors: factors of variation reported.
+        group_column: a column of ``<dataset>/metadata.csv`` with each image's group;
+            the card then reports each group's representation per split.
         seed: seeds every sample.
 
     Raises:
-        tai.data_profile.DatasetError: the dataset is malformed.
+        tai.data_profile.DatasetError: the dataset is malformed, or the group column is
+            missing from ``metadata.csv`` or lacks an image.
     """
     summary = validate_dataset(root, dataset)
     records = scan_dataset(root, dataset)
@@ -65,6 +74,14 @@ def build_data_card(
     codes = pca.transform(train.images)
     factors = factors_of_variation(codes, n_factors=min(n_factors, codes.shape[1]), seed=seed)
     label_noise = _label_noise(codes.numpy(), train.targets.numpy(), summary.classes, seed)
+    groups = image_groups(root, dataset, records, group_column) if group_column else None
+    splits = sorted({r.split for r in records})
+    rep = representation(
+        {s: [r.label for r in records if r.split == s] for s in splits},
+        {s: [g for r, g in zip(records, groups, strict=True) if r.split == s] for s in splits}
+        if groups
+        else None,
+    )
     return {
         "schema_version": SCHEMA_VERSION,
         "summary": summary.as_dict(),
@@ -75,7 +92,30 @@ def build_data_card(
             f"{len(train)} training images",
             "explained_variance_ratio": [float(v) for v in factors.explained_variance_ratio],
         },
+        "representation": {
+            "group_column": group_column or None,
+            "class_shares": rep.class_shares,
+            "group_shares": rep.group_shares,
+            "group_counts": rep.group_counts,
+            **rep.as_dict(),
+        },
     }
+
+
+def image_groups(root: Path, dataset: str, records, column: str) -> list[str]:
+    """The group of each record, from ``<dataset>/metadata.csv`` (see
+    :func:`tai.fairness.read_group_column` for its format).
+
+    Raises:
+        DatasetError: the file, the column or an image's row is missing.
+    """
+    prefix = f"{dataset}/"
+    ids = [r.path[len(prefix) :] if r.path.startswith(prefix) else r.path for r in records]
+    try:
+        return read_group_column(Path(root) / dataset / METADATA_FILE, column, ids)
+    except (OSError, ValueError) as exc:
+        where = str(exc).replace(f"{root}/", "")
+        raise DatasetError(f"group column {column!r}: {where}") from None
 
 
 def factor_figure(
@@ -115,9 +155,13 @@ def data_metrics(card: dict) -> dict[str, float]:
     per_split_class = card["noise_profile"]["per_split_class"]
     medians = [s["median"] for classes in per_split_class.values() for s in classes.values()]
     issue_rate = card["label_noise"].get("issue_rate")
+    rep = card.get("representation", {})
     return {
         "data_label_issue_rate": float("nan") if issue_rate is None else float(issue_rate),
         "data_noise_sigma_median": float(np.median(medians)),
         "data_min_class_balance": float(min(card["summary"]["class_balance"].values())),
         "data_duplicate_groups": float(len(card["summary"]["duplicates"])),
+        "data_min_class_share": float(rep.get("min_class_share", float("nan"))),
+        "data_max_class_imbalance_ratio": float(rep.get("max_class_imbalance_ratio", float("nan"))),
+        "data_min_group_share": float(rep.get("min_group_share", float("nan"))),
     }

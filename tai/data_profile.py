@@ -14,7 +14,6 @@ Paths in records and in the duplicate groups are POSIX paths relative to ``root`
 """
 
 import hashlib
-import io
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from skimage.restoration import estimate_sigma
+
+from tai.image_guard import open_image_safely
 
 __all__ = [
     "DatasetError",
@@ -172,12 +173,12 @@ def load_image(path: Path) -> np.ndarray:
     Greyscale modes (including 16-bit) stay 2-D; everything else becomes RGB (alpha dropped).
 
     Raises:
-        DatasetError: if the file cannot be decoded.
+        DatasetError: if the file cannot be decoded, or is too large or a decompression
+            bomb (:func:`tai.image_guard.open_image_safely`, default limits).
     """
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
+        with open_image_safely(path) as image:
             return _to_float_array(image)
     except _DECODE_ERRORS as err:
         raise _undecodable(path, err) from err
@@ -333,10 +334,9 @@ def _check_structure(
 
 
 def _decode(file: Path, data: bytes) -> tuple[tuple[int, int], str]:
-    """Fully decode ``data``; return ``((height, width), mode)``."""
+    """Fully decode ``data`` (size-guarded); return ``((height, width), mode)``."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
+        with open_image_safely(data) as image:
             return (image.height, image.width), image.mode
     except _DECODE_ERRORS as err:
         raise _undecodable(file, err) from err

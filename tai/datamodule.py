@@ -26,10 +26,12 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True)
 class SplitTensors:
-    """One split in memory: images (N, C, H, W) in [0, 1] and class indices (N,)."""
+    """One split in memory: images (N, C, H, W) in [0, 1], class indices (N,) and each
+    image's path relative to the data root (``<dataset>/<split>/<label>/<file>``)."""
 
     images: Tensor
     targets: Tensor
+    paths: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -66,7 +68,7 @@ def load_split(
     images = torch.from_numpy(np.stack(arrays)).float()
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     targets = torch.tensor([index[r.label] for r in records], dtype=torch.long)
-    return SplitTensors(images.contiguous(), targets)
+    return SplitTensors(images.contiguous(), targets, tuple(r.path for r in records))
 
 
 class _AugmentedDataset(Dataset):

@@ -62,6 +62,13 @@ champion yet: the comparison gates are skipped ("no champion yet: judged on abso
 gates only") and the first model is judged on the absolute gates alone. A champion
 without a comparison that a gate needs fails that gate.
 
+Human approval. A policy may require a person to approve a version that passed every
+gate before it becomes champion (EU AI Act Art. 14)::
+
+    approval:
+      required: true
+      timeout_s: 86400        # no decision within a day rejects the version
+
 Validation: the document is checked against ``tai/policy_schema.json`` (JSON Schema
 2020-12: structure, types, accepted values, no unknown keys), then against the metric
 names the TAI report provides, finite numbers and the direction of each comparison.
@@ -74,7 +81,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -87,6 +94,7 @@ from tai.significance import PairedDifference
 
 SUPPORTED_VERSIONS = (1,)
 DEFAULT_CONFIDENCE = 0.95
+DEFAULT_APPROVAL_TIMEOUT_S = 86400
 USES = ("point", "lower", "upper")
 NO_CHAMPION = "no champion yet: judged on absolute gates only"
 
@@ -161,6 +169,15 @@ class ChampionGate:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """Whether a person must approve a version that passed every gate, and how long the
+    pipeline waits for the decision before it rejects the version."""
+
+    required: bool = False
+    timeout_s: int = DEFAULT_APPROVAL_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class GatePolicy:
     """A parsed policy: absolute ``gates``, ``champion`` comparisons and their ``confidence``."""
 
@@ -170,6 +187,7 @@ class GatePolicy:
     source: str = ""
     confidence: float = DEFAULT_CONFIDENCE
     champion: tuple[ChampionGate, ...] = ()
+    approval: Approval = field(default_factory=lambda: Approval())
 
     def bound_metrics(self) -> tuple[str, ...]:
         """Metrics whose confidence bounds the evaluation must supply (``bounds=``)."""
@@ -327,6 +345,7 @@ def parse_policy(
         source=source,
         confidence=float(confidence),
         champion=champion,
+        approval=Approval(**doc.get("approval", {})),
     )
 
 
@@ -468,7 +487,9 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 # Order of the schema errors of one item: the most basic first (a key-level error ranks 5).
 _PRIORITY = {"type": 0, "additionalProperties": 1, "required": 2, "oneOf": 9}
-_TOP_ORDER = {key: i for i, key in enumerate(("version", "confidence", "gates", "champion"))}
+_TOP_ORDER = {
+    key: i for i, key in enumerate(("version", "confidence", "gates", "champion", "approval"))
+}
 
 
 def _validate_schema(doc: object, source: str) -> None:
@@ -505,6 +526,8 @@ def _schema_message(error: jsonschema.ValidationError, doc: Any, source: str) ->
             f"{source}: `confidence: {value!r}` must be a number in the open interval "
             "(0.5, 1), e.g. `confidence: 0.95`"
         )
+    if top == "approval":
+        return _approval_message(error, path, source)
     section = _SECTIONS[top]
     if len(path) == 1:
         kind_of = "gates" if top == "gates" else "comparison gates"
@@ -537,6 +560,22 @@ def _schema_message(error: jsonschema.ValidationError, doc: Any, source: str) ->
             "champion the challenger may be"
         )
     return f"{where}: `{key}`: {error.message}"
+
+
+def _approval_message(error: jsonschema.ValidationError, path: list, source: str) -> str:
+    shape = "`approval: {required: true, timeout_s: 86400}`"
+    if len(path) == 1:
+        if error.validator == "additionalProperties":
+            unexpected = sorted(set(error.instance) - {"required", "timeout_s"})
+            return f"{source}: approval: unexpected keys {unexpected}; allowed: required, timeout_s"
+        return f"{source}: `approval` must be a mapping, e.g. {shape}"
+    key, value = path[1], error.instance
+    if key == "required":
+        return f"{source}: approval: `required: {value!r}` must be true or false"
+    return (
+        f"{source}: approval: `timeout_s: {value!r}` must be a whole number of seconds >= 1, "
+        "e.g. `timeout_s: 86400` (a day)"
+    )
 
 
 def _is_number(text: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -18,10 +18,12 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from tai.data_card import data_metrics  # noqa: E402
+from tai.eu_ai_act import evidence_table  # noqa: E402
 from tai.evaluation import Evaluation  # noqa: E402
 from tai.explain_plots import prototype_figure  # noqa: E402
 from tai.plots import reliability_diagram, robustness_curve  # noqa: E402
 from tai.policy import GateDecision  # noqa: E402
+from tai.principle_plots import adversarial_curve, risk_coverage_curve  # noqa: E402
 from tai.transparency_plots import (  # noqa: E402
     explanation_sheet_figure,
     prototype_criticism_figure,
@@ -40,6 +42,8 @@ class ReportContext:
     champion_version: str | None
     created: str
     data_card: dict | None = None
+    version_tags: dict[str, str] = field(default_factory=dict)
+    approval: dict | None = None
 
 
 def figure_png(figure: Figure) -> bytes:
@@ -72,6 +76,14 @@ def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
             )
         ),
     }
+    p = evaluation.principles
+    if p is not None:
+        covered = p.at_threshold.coverage if p.at_threshold else None
+        figures["risk_coverage"] = figure_png(
+            risk_coverage_curve(p.risk_coverage, threshold_coverage=covered)
+        )
+        if p.adversarial:
+            figures["adversarial"] = figure_png(adversarial_curve(p.adversarial))
     for k, name in enumerate(names):
         maps = {m: v[k].cpu() for m, v in e.method_maps.items()}
         sheet = explanation_sheet_figure(
@@ -90,7 +102,19 @@ def render_trust_report(
     )
     images = {k: base64.b64encode(v).decode() for k, v in figures.items()}
     report = evaluation.report(context.lineage)
+    metrics = {
+        **report["metrics"],
+        **(data_metrics(context.data_card) if context.data_card else {}),
+    }
+    if context.data_card and context.data_card.get("drift"):
+        metrics.update(context.data_card["drift"]["metrics"])
+    evidence = evidence_table(
+        metrics,
+        {**context.lineage, **context.version_tags},
+        {"tai/tai_report.json", "data/data_card.json", "trust report"},
+    )
     return env.get_template("trust_report.html.j2").render(
+        evidence=evidence,
         ctx=context,
         report=report,
         metrics=report["metrics"],

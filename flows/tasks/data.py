@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -33,8 +34,10 @@ def materialize(store: DataStore, version: DataVersion) -> Path:
     return store.materialize(version.commit_id)
 
 
-def _card_path(cache_dir: Path, version: DataVersion) -> Path:
+def _card_path(cache_dir: Path, version: DataVersion, group_column: str) -> Path:
     key = f"{version.store}-{version.repository}-{version.commit_id}-{code_version()}"
+    if group_column:
+        key += f"-groups-{hashlib.sha256(group_column.encode()).hexdigest()[:12]}"
     return cache_dir / "datacards" / f"{key}.json"
 
 
@@ -48,21 +51,26 @@ class DataCard:
 
 @task(cache_policy=NO_CACHE)
 def data_card(
-    root: Path, dataset: str, version: DataVersion, cache_dir: Path, seed: int
+    root: Path,
+    dataset: str,
+    version: DataVersion,
+    cache_dir: Path,
+    seed: int,
+    group_column: str = "",
 ) -> DataCard:
-    """Validate the dataset and profile it; cached by (commit, code version).
+    """Validate the dataset and profile it; cached by (commit, code version, group column).
 
     Raises:
         tai.data_profile.DatasetError: the dataset is malformed (missing split, empty
             class, undecodable image, ...). Nothing is trained or registered then.
     """
-    path = _card_path(cache_dir, version)
+    path = _card_path(cache_dir, version, group_column)
     png = path.with_suffix(".factors.png")
     if path.is_file() and png.is_file():
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
         return DataCard(json.loads(path.read_text()), png)
     try:
-        card = build_data_card(root, dataset, seed=seed)
+        card = build_data_card(root, dataset, group_column=group_column, seed=seed)
     except DatasetError as exc:
         # Name the file as it is in the repository, not in the local cache.
         where = str(exc).replace(f"{root}/", "")
@@ -71,12 +79,12 @@ def data_card(
         ) from None
     card = {**card, "data_version": version.as_tags(), "code_version": code_version()}
     # The figure first: the card's JSON is what marks the cache entry complete.
-    _write_atomically(png, figure_png(factor_figure(root, dataset, seed=seed)))
-    _write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
+    write_atomically(png, figure_png(factor_figure(root, dataset, seed=seed)))
+    write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
     return DataCard(card, png)
 
 
-def _write_atomically(path: Path, content: str | bytes) -> None:
+def write_atomically(path: Path, content: str | bytes) -> None:
     """Write next to ``path``, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -10,36 +10,49 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.tasks._retry import retry_transient
 from flows.tasks.training import TrainedModel
-from infra.mlflow_store import MlflowStore
+from infra.integrity import WEIGHTS_SHA256_TAG
+from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings
+from tai.data_card import image_groups
+from tai.data_profile import scan_dataset
 from tai.evaluation import Evaluation, evaluate_model, predict_logits
 from tai.models import build_model
+from tai.policy import GatePolicy
+from tai.principle_checks import CheckOptions
 from tai.robustness import RobustnessResult
+from tai.selective import abstention_threshold
 from tai.temperature import TemperatureFit, TemperatureScaledModel, fit_temperature
 
 
 @dataclass(frozen=True)
 class CalibratedModel:
-    """The model that gets registered, and the temperature fit that made it."""
+    """The model that gets registered, the temperature fit that made it, and the
+    confidence below which it defers to a person (chosen on validation)."""
 
     model: TemperatureScaledModel
     fit: TemperatureFit
+    abstention_threshold: float
 
 
 @task(cache_policy=NO_CACHE)
-def calibrate(trained: TrainedModel) -> CalibratedModel:
-    """Fit temperature scaling on the validation split: the model that gets deployed."""
+def calibrate(trained: TrainedModel, target_coverage: float) -> CalibratedModel:
+    """Fit temperature scaling on the validation split, then the abstention threshold
+    that answers at least ``target_coverage`` of the validation images."""
     val = trained.data.splits["val"]
-    fit = fit_temperature(predict_logits(trained.module.model, val.images), val.targets)
+    logits = predict_logits(trained.module.model, val.images)
+    fit = fit_temperature(logits, val.targets)
+    threshold = abstention_threshold(
+        (logits / fit.temperature).softmax(1), val.targets, target_coverage=target_coverage
+    )
     get_run_logger().info(
-        "temperature %.3f: validation ECE %.4f -> %.4f",
+        "temperature %.3f: validation ECE %.4f -> %.4f; defer below confidence %.4f",
         fit.temperature,
         fit.ece_before,
         fit.ece_after,
+        threshold,
     )
-    return CalibratedModel(
-        TemperatureScaledModel(trained.module.model, fit.temperature).eval(), fit
-    )
+    model = TemperatureScaledModel(trained.module.model, fit.temperature).eval()
+    return CalibratedModel(model, fit, threshold)
 
 
 @dataclass(frozen=True)
@@ -63,11 +76,15 @@ def load_champion(store: MlflowStore) -> Champion | None:
         accuracy=report["accuracy"],
         severities=tuple(report["severities"]),
     )
-    return Champion(champion.version, _rebuild(store, champion.run_id), robustness)
+    return Champion(champion.version, _rebuild(store, champion), robustness)
 
 
-def _rebuild(store: MlflowStore, run_id: str) -> torch.nn.Module:
-    state, config = store.load_weights(run_id)
+def _rebuild(store: MlflowStore, champion: ModelVersionInfo) -> torch.nn.Module:
+    """The champion's module from its weights, refused if their sha256 differs from the
+    one recorded at registration (:class:`infra.integrity.IntegrityError`)."""
+    state, config = store.load_weights(
+        champion.run_id, expected_sha256=champion.tags.get(WEIGHTS_SHA256_TAG)
+    )
     model = build_model(
         config["model"], in_channels=config["in_channels"], num_classes=config["num_classes"]
     )
@@ -87,23 +104,57 @@ def weights_config(calibrated: CalibratedModel) -> dict:
     }
 
 
+def check_options(settings: Settings, policy: GatePolicy) -> CheckOptions:
+    """The evaluation's budgets and switches, from the settings and the policy."""
+    return CheckOptions(
+        epsilons=tuple(settings.adversarial_epsilons),
+        pgd_steps=settings.pgd_steps,
+        adversarial_budget=max(settings.tai_budget // 2, 8),
+        certify=settings.certify,
+        certify_sigma=settings.certify_sigma,
+        certify_n0=settings.certify_n0,
+        certify_n=settings.certify_n,
+        certify_budget=settings.certify_budget,
+        membership_budget=max(settings.tai_budget, 8),
+        confidence=policy.confidence,
+    )
+
+
 @task(cache_policy=NO_CACHE)
 def evaluate(
     calibrated: CalibratedModel,
     trained: TrainedModel,
     settings: Settings,
+    policy: GatePolicy,
     champion: Champion | None = None,
 ) -> Evaluation:
     """Run the TAI checks on the held-out test split with the deployed model."""
     test = trained.data.splits["test"]
+    groups = expected_groups = None
+    if settings.group_column:
+        records = scan_dataset(trained.data.root, settings.dataset)
+        every = image_groups(trained.data.root, settings.dataset, records, settings.group_column)
+        group_of = dict(zip((r.path for r in records), every, strict=True))
+        groups = [group_of[p] for p in test.paths]
+        expected_groups = sorted(set(every))
+    train = trained.data.splits["train"]
     return evaluate_model(
         calibrated.model,
         test.images,
         test.targets,
         classes=trained.data.classes,
+        corruptions=settings.corruptions,
         robustness_budget=max(settings.tai_budget, 8),
         temperature=calibrated.fit,
         reference_model=champion.model if champion else None,
         reference_robustness=champion.robustness if champion else None,
+        members=(train.images, train.targets),
+        groups=groups,
+        group_column=settings.group_column,
+        expected_groups=expected_groups,
+        abstention_threshold=calibrated.abstention_threshold,
+        checks=check_options(settings, policy),
+        bound_metrics=policy.bound_metrics(),
+        comparison_metrics=policy.comparison_metrics(),
         seed=settings.seed,
     )

@@ -11,11 +11,17 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.tasks._retry import retry_transient
+from flows.tasks.approval import await_approval
 from flows.tasks.data import DataCard
+from infra.approvals import Approval
 from infra.mlflow_store import MlflowStore
 from tai.evaluation import Evaluation
 from tai.policy import GateDecision, GatePolicy, evaluate_gates
+from tai.significance import PairedDifference
 from tai.trust_report import ReportContext, render_trust_report, report_figures
+
+DEFER_TAG = "tai.defer_threshold"
 
 
 @dataclass(frozen=True)
@@ -24,14 +30,24 @@ class Promotion:
     promoted: bool
     champion_version: str | None
     report_path: Path
+    approval: Approval | None = None
 
 
 @task(cache_policy=NO_CACHE)
 def judge(
-    policy: GatePolicy, metrics: dict[str, float], not_applicable: dict[str, str]
+    policy: GatePolicy,
+    metrics: dict[str, float],
+    not_applicable: dict[str, str],
+    bounds: dict[str, tuple[float, float]] | None = None,
+    comparisons: dict[str, PairedDifference] | None = None,
 ) -> GateDecision:
-    """Evaluate every gate; publish the gate table as a Prefect artifact."""
-    decision = evaluate_gates(policy, metrics, not_applicable=not_applicable)
+    """Evaluate every gate; publish the gate table as a Prefect artifact.
+
+    ``comparisons`` is None when there is no champion: the champion gates are skipped.
+    """
+    decision = evaluate_gates(
+        policy, metrics, not_applicable=not_applicable, bounds=bounds, comparisons=comparisons
+    )
     verdict = "all gates passed" if decision.passed else "gates failed"
     create_markdown_artifact(
         markdown=f"## Gate decision: {verdict}\n\n{decision.markdown_table()}\n",
@@ -44,45 +60,63 @@ def judge(
 def gate_tags(decision: GateDecision) -> dict[str, str]:
     tags = {"tai.gates.passed": str(decision.passed).lower()}
     for r in decision.results:
-        tags[f"tai.gate.{r.metric}"] = r.explain()
+        tags[f"tai.gate.{r.key}"] = r.explain()
     if decision.reasons:
         tags["tai.gates.reasons"] = "; ".join(decision.reasons)
     return tags
 
 
-@task(retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def register_and_promote(
     store: MlflowStore,
     run_id: str,
-    model: torch.nn.Module,
     example: torch.Tensor,
     evaluation: Evaluation,
     decision: GateDecision,
     lineage: dict[str, str],
     data: DataCard,
     reports_dir: Path,
+    *,
+    classes: list[str],
+    defer_threshold: float | None,
+    approval_timeout_s: int | None = None,
 ) -> Promotion:
     """Register a new model version with lineage and gate tags, write its trust report,
-    and make it `champion` only if every gate passed.
+    and make it `champion` only if every gate passed (and, when the policy asks for it,
+    a person approved it within ``approval_timeout_s``).
 
+    The registered model is the servable pyfunc of :mod:`infra.pyfunc_model`: it applies
+    the fitted temperature and answers "defer_to_human" below ``defer_threshold``.
     If anything fails after the version was created, the version is deleted again, so
     the registry never holds a half-registered model and the alias never moves.
     """
     log = get_run_logger()
-    model_uri = store.log_model(run_id, model.eval(), example.numpy())
+    model_uri = store.log_model(
+        run_id, example.numpy(), classes=classes, defer_threshold=defer_threshold
+    )
     previous = store.champion()
-    version = store.register(model_uri, run_id, {**lineage, **gate_tags(decision)})
+    # The abstention threshold the served model applies, visible on the version.
+    oversight = {} if defer_threshold is None else {DEFER_TAG: repr(float(defer_threshold))}
+    version = store.register(model_uri, run_id, {**lineage, **gate_tags(decision), **oversight})
     report_path = reports_dir / f"{store.model_name}-v{version}.html"
     try:
+        approval = None
+        if decision.passed and approval_timeout_s is not None:
+            log.info("version %s passed every gate; waiting for a person's approval", version)
+            approval = await_approval(store, version, timeout_s=approval_timeout_s)
+        promoted = decision.passed and (approval is None or approval.approved)
+        tags = store.get_version(version).tags
         context = ReportContext(
             model_name=store.model_name,
             version=version,
             lineage=lineage,
             decision=decision,
-            promoted=decision.passed,
+            promoted=promoted,
             champion_version=previous.version if previous else None,
             created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             data_card=data.card,
+            version_tags=tags,
+            approval=approval.as_dict() if approval else None,
         )
         figures = {**report_figures(evaluation), "factors": data.factors_png.read_bytes()}
         html = render_trust_report(evaluation, context, figures)
@@ -90,15 +124,17 @@ def register_and_promote(
         report_path.write_text(html)
         store.log_file(run_id, report_path, "tai")
         store.set_version_tag(version, "tai.report", str(report_path))
-        if decision.passed:
+        if promoted:
             store.set_champion(version)
     except BaseException:
         store.delete_version(version)
         report_path.unlink(missing_ok=True)
         raise
-    if decision.passed:
+    if promoted:
         log.info("version %s passed every gate and is now champion", version)
+    elif approval is not None:
+        log.warning("version %s was not approved: %s", version, approval.explain())
     else:
         log.warning("version %s failed gates: %s", version, "; ".join(decision.reasons))
-    champion = version if decision.passed else (previous.version if previous else None)
-    return Promotion(version, decision.passed, champion, report_path)
+    champion = version if promoted else (previous.version if previous else None)
+    return Promotion(version, promoted, champion, report_path, approval)

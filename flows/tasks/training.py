@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +25,11 @@ class TrainedModel:
     callback_metrics: dict[str, float]
 
 
-def tai_callbacks(budget: int) -> list[pl.Callback]:
+def tai_callbacks(budget: int, corruptions: Sequence[str]) -> list[pl.Callback]:
     """The TAI checks that run during validation, each within ``budget`` samples."""
     return [
         CalibrationCallback(n_bins=15, budget=budget),
-        RobustnessCallback(budget=max(budget // 2, 8)),
+        RobustnessCallback(corruptions=corruptions, budget=max(budget // 2, 8)),
         PrototypeExplanationCallback(per_class=1, budget=budget),
     ]
 
@@ -81,7 +82,9 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
         tracking_uri=settings.tracking_uri,
         run_id=run_id,
     )
-    trainer = make_trainer(settings, logger=logger, callbacks=tai_callbacks(settings.tai_budget))
+    trainer = make_trainer(
+        settings, logger=logger, callbacks=tai_callbacks(settings.tai_budget, settings.corruptions)
+    )
     trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     get_run_logger().info(

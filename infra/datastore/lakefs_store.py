@@ -569,8 +569,6 @@ def _target_inside(dest: Path, path: str) -> Path:
     return dest.joinpath(*parts)
 
 
-
-
 def _commit_info(commit: Any) -> CommitInfo:
     return CommitInfo(
         id=commit.id,

@@ -158,3 +158,19 @@ def test_an_oxen_merge_without_a_prefect_server_says_no_event_was_emitted(
     merged = _run("data", "merge", "more")
     assert merged.exit_code == 0
     assert "PREFECT_API_URL is not set, so no tai.data.merged event was emitted" in merged.stderr
+
+
+def test_run_with_an_unknown_corruption(tiny_settings, tiny_repo, monkeypatch):
+    monkeypatch.setenv("TAI_CORRUPTIONS", '["gaussian_noise", "lens_dirt"]')
+    result = _run("run")
+    _assert_one_line_error(
+        result, r"TAI_CORRUPTIONS: unknown corruption 'lens_dirt'; available: gaussian_noise, "
+    )
+    _nothing_registered(tiny_settings)
+
+
+def test_run_with_a_plugin_that_does_not_import(tiny_settings, tiny_repo, monkeypatch):
+    monkeypatch.setenv("TAI_CORRUPTION_PLUGINS", '["no_such_module:dirt"]')
+    result = _run("run")
+    _assert_one_line_error(result, r"TAI_CORRUPTION_PLUGINS: .*no_such_module")
+    _nothing_registered(tiny_settings)

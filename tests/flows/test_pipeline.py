@@ -2,19 +2,25 @@
 
 import math
 
-import mlflow.pytorch
 import pytest
 import torch
+from pydantic import SecretStr
 
 import flows.tasks.promotion as promotion
 from flows.pipeline import tai_pipeline
 from infra.mlflow_store import MlflowStore
 from tests.flows.conftest import IMPOSSIBLE
+from tests.secret_scan import mlflow_leaks, secret_values
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_settings, tiny_repo):
+    secrets = {
+        "webhook_secret": SecretStr("whsec-9f8e7d6c5b4a"),
+        "lakefs_secret_access_key": SecretStr("lakefs-sk-0a1b2c3d4e5f"),
+    }
+    tiny_settings = tiny_settings.model_copy(update=secrets)
     first = tai_pipeline(branch="main", settings=tiny_settings)
     registry = MlflowStore(tiny_settings)
     assert first.promoted and first.version == "1"
@@ -26,11 +32,16 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     assert v1.tags["tai.gates.passed"] == "true"
     assert v1.tags["tai.gate.accuracy"].startswith("pass: accuracy = ")
     assert first.report_path.is_file() and "Trust report" in first.report_path.read_text()
+    # No secret of the settings reached MLflow: params, tags, logs, artifacts, database.
+    assert mlflow_leaks(tiny_settings, secret_values(tiny_settings)) == []
 
-    mlflow.set_tracking_uri(tiny_settings.tracking_uri)
-    champion = mlflow.pytorch.load_model(f"models:/{tiny_settings.registered_model_name}@champion")
-    x = torch.rand(2, 1, 16, 16)
-    assert champion(x).shape == (2, 3)
+    # The registered pyfunc: calibrated probabilities and a decision per image.
+    answers = registry.load_pyfunc().predict(torch.rand(2, 1, 16, 16).numpy())
+    assert list(answers["decision"]) == [
+        "predict" if c >= float(v1.tags["tai.defer_threshold"]) else "defer_to_human"
+        for c in answers["confidence"]
+    ]
+    assert all(abs(sum(p) - 1) < 1e-5 for p in answers["probabilities"])
 
     # A failing gate: the version is registered with its reasons, the alias stays.
     tiny_settings.policy_file.write_text(IMPOSSIBLE)
@@ -63,3 +74,35 @@ def test_a_failure_after_registration_leaves_no_version_and_no_alias(
     assert registry.list_versions() == []
     assert registry.champion() is None
     assert not list(tiny_settings.reports_dir.glob("*.html"))
+
+
+def test_a_policy_that_asks_for_approval_rejects_when_nobody_answers(tiny_settings, tiny_repo):
+    tiny_settings.policy_file.write_text(
+        "version: 1\ngates:\n  - {metric: accuracy, min: 0.0}\n"
+        "approval: {required: true, timeout_s: 3}\n"
+    )
+    result = tai_pipeline(branch="main", settings=tiny_settings)
+    registry = MlflowStore(tiny_settings)
+    assert not result.promoted and registry.champion() is None
+    tags = registry.get_version(result.version).tags
+    assert tags["tai.gates.passed"] == "true"
+    assert tags["tai.approval"] == "rejected"
+    assert "timeout rejects" in tags["tai.approval.reason"]
+    assert any("rejected" in reason for reason in result.reasons)
+
+
+def test_tampered_champion_weights_are_refused_and_nothing_is_registered(tiny_settings, tiny_repo):
+    from infra.integrity import IntegrityError
+
+    first = tai_pipeline(branch="main", settings=tiny_settings)
+    weights = next(
+        tiny_settings.workspace_dir.glob(f"mlartifacts/**/{first.run_id}/**/state_dict.pt")
+    )
+    state = torch.load(weights, weights_only=True)
+    torch.save({k: v + 0.01 for k, v in state.items()}, weights)
+
+    with pytest.raises(IntegrityError, match="sha256"):
+        tai_pipeline(branch="main", settings=tiny_settings)
+    registry = MlflowStore(tiny_settings)
+    assert [v.version for v in registry.list_versions()] == ["1"]
+    assert registry.champion().version == "1"

@@ -129,9 +129,7 @@ def test_the_lakefs_action_posts_post_merge_on_main_with_the_secret_header():
     props = hook["properties"]
     assert props["url"] == URL_PLACEHOLDER and props["url"].endswith("/webhooks/lakefs")
     # lakeFS expands {{ ENV.X }} in headers only for variables named LAKEFSACTION_*.
-    assert props["headers"] == {
-        "X-TAI-Webhook-Secret": "{{ ENV.LAKEFSACTION_TAI_WEBHOOK_SECRET }}"
-    }
+    assert props["headers"] == {"X-TAI-Webhook-Secret": "{{ ENV.LAKEFSACTION_TAI_WEBHOOK_SECRET }}"}
     assert ACTION_PATH == "_lakefs_actions/tai-retrain.yaml"
     assert action_file().name == "tai-retrain.yaml"
 

@@ -41,3 +41,33 @@ def test_a_missing_settings_file_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("TAI_SETTINGS_FILE", str(tmp_path / "missing.yaml"))
     with pytest.raises(SettingsError, match="TAI_SETTINGS_FILE points to .*missing.yaml"):
         load_settings()
+
+
+def test_default_corruptions_are_the_cheap_built_in_subset(tmp_path, monkeypatch):
+    from tai.corruptions import DEFAULT_CORRUPTIONS
+
+    monkeypatch.chdir(tmp_path)
+    assert tuple(load_settings().corruptions) == DEFAULT_CORRUPTIONS
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("TAI_ADVERSARIAL_EPSILONS", "[0.1, 2]", r"every epsilon must be in \(0, 1\].*\[2.0\]"),
+        ("TAI_TARGET_COVERAGE", "1.5", r"TAI_TARGET_COVERAGE: .*less than or equal to 1"),
+        ("TAI_TARGET_COVERAGE", "0", r"TAI_TARGET_COVERAGE: .*greater than 0"),
+        ("TAI_CORRUPTIONS", "[]", r"TAI_CORRUPTIONS: .*at least 1 item"),
+        ("TAI_CERTIFY_SIGMA", "-1", r"TAI_CERTIFY_SIGMA: .*greater than 0"),
+    ],
+)
+def test_tai_check_options_are_validated(tmp_path, monkeypatch, key, value, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_epsilons_are_sorted_and_unique(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAI_ADVERSARIAL_EPSILONS", "[0.1, 0.03, 0.1]")
+    assert load_settings().adversarial_epsilons == [0.03, 0.1]

@@ -428,3 +428,32 @@ def test_old_callers_can_still_build_results_positionally():
     result = GateResult("accuracy", ">=", 0.9, 0.95, True)
     assert result.explain() == "pass: accuracy = 0.9500 (required >= 0.9)"
     assert result.label == result.key == "accuracy"
+
+
+def test_approval_section_is_parsed_with_defaults():
+    from tai.policy import parse_policy
+
+    base = "version: 1\ngates: [{metric: accuracy, min: 0.9}]\n"
+    assert parse_policy(base, ["accuracy"]).approval.required is False
+    policy = parse_policy(base + "approval: {required: true, timeout_s: 60}\n", ["accuracy"])
+    assert (policy.approval.required, policy.approval.timeout_s) == (True, 60)
+    assert (
+        parse_policy(base + "approval: {required: true}\n", ["accuracy"]).approval.timeout_s
+        == 86400
+    )
+
+
+@pytest.mark.parametrize(
+    ("approval", "pattern"),
+    [
+        ("{required: yes-please}", r"approval.*required"),
+        ("{required: true, timeout_s: 0}", r"approval.*timeout_s"),
+        ("{required: true, wait: 5}", r"approval.*wait"),
+    ],
+)
+def test_bad_approval_section_is_refused(approval, pattern):
+    from tai.policy import PolicyError, parse_policy
+
+    text = f"version: 1\ngates: [{{metric: accuracy, min: 0.9}}]\napproval: {approval}\n"
+    with pytest.raises(PolicyError, match=pattern):
+        parse_policy(text, ["accuracy"])

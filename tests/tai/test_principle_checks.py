@@ -213,3 +213,35 @@ def test_a_group_without_test_samples_is_a_clear_error(trained):
             expected_groups=["day", "night"],
             checks=CheckOptions(epsilons=(), n_resamples=50),
         )
+
+
+def test_trust_report_has_a_section_per_principle_and_the_eu_ai_act_map(evaluation):
+    from tai.policy import GateDecision, GateResult
+    from tai.trust_report import ReportContext, render_trust_report, report_figures
+
+    result, *_ = evaluation
+    decision = GateDecision(
+        (GateResult("mia_advantage", "<=", 0.2, result.metrics["mia_advantage"], True),)
+    )
+    ctx = ReportContext(
+        model_name="m",
+        version="3",
+        lineage={"tai.data.commit": "c0ffee"},
+        decision=decision,
+        promoted=True,
+        champion_version=None,
+        created="now",
+        version_tags={"tai.weights_sha256": "ab" * 32},
+        approval={"state": "approved", "reviewer": "alice", "reason": "", "decided_at": "t"},
+    )
+    figures = report_figures(result)
+    assert {"risk_coverage", "adversarial"} <= set(figures)
+    html = render_trust_report(result, ctx, figures)
+    for section in ("reliability", "transparency", "fairness", "privacy", "autonomy", "security"):
+        assert f'<section id="{section}">' in html, section
+    assert '<section id="eu-ai-act">' in html and "Art. 14(4)(e)" in html
+    assert "Groups (hand)" in html
+    assert "approved by alice" in html
+    assert "ab" * 32 in html
+    assert "Against the champion (paired, same test images)" in html
+    assert "Certified robustness (randomized smoothing) is off" in html
