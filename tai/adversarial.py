@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tai.checks import check_class_targets, check_image_batch
+
 __all__ = [
     "ATTACKS",
     "AdversarialResult",
@@ -54,7 +56,6 @@ __all__ = [
 
 ATTACKS = ("pgd", "fgsm")
 DEFAULT_EPSILONS = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
-_RANGE_TOLERANCE = 1e-6
 _MADRY_STEP_FACTOR = 2.5
 
 
@@ -167,45 +168,12 @@ def _check_model(model: object) -> None:
 
 
 def _check_tensors(images: object, targets: object) -> None:
-    if not isinstance(images, Tensor):
-        raise ValueError(
-            f"Expected `images` to be a torch tensor, but got {type(images).__name__}."
-        )
-    if images.ndim != 4:
-        raise ValueError(
-            f"Expected `images` of shape (N, C, H, W), but got {images.ndim} dimensions "
-            f"{tuple(images.shape)}. Add a batch dimension with images.unsqueeze(0)."
-        )
-    if images.shape[0] == 0:
-        raise ValueError("Expected at least one image, but got an empty batch (N = 0).")
-    if not images.is_floating_point():
-        raise ValueError(
-            f"Expected a floating point tensor in [0, 1], but got dtype {images.dtype}. "
-            "Convert uint8 images with images.float() / 255."
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("Expected finite values in `images`, but found NaN or inf.")
-    low, high = images.min().item(), images.max().item()
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(
-            f"Expected `images` in [0, 1], but got values in [{low:.4g}, {high:.4g}]. "
-            "Pass images before normalisation and put (x - mean) / std inside the model."
-        )
-    if not isinstance(targets, Tensor) or targets.ndim != 1:
-        shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-        raise ValueError(f"Expected `targets` of shape (N,) with class indices, but got {shape}.")
-    if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise ValueError(
-            f"Expected `targets` to hold integer class indices, but got dtype {targets.dtype}. "
-            "Convert with targets.long()."
-        )
-    if images.shape[0] != targets.shape[0]:
-        raise ValueError(
-            f"Expected one target per image, but got {images.shape[0]} images and "
-            f"{targets.shape[0]} targets."
-        )
-    if targets.min() < 0:
-        raise ValueError(f"Expected class indices >= 0 in `targets`, but got {int(targets.min())}.")
+    check_image_batch(
+        images,
+        channels=None,
+        hint="Pass images before normalisation and put (x - mean) / std inside the model.",
+    )
+    check_class_targets(images, targets)
 
 
 def _logits(model: nn.Module, images: Tensor, targets: Tensor) -> Tensor:

@@ -127,6 +127,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from tai.checks import check_image_batch
+
 __all__ = [
     "CORRUPTIONS",
     "DEFAULT_CORRUPTIONS",
@@ -173,7 +175,6 @@ DEFAULT_CORRUPTIONS: tuple[str, ...] = (
 ENTRY_POINT_GROUP = "tai.corruptions"
 """Entry-point group that :func:`load_corruption_plugins` reads corruptions from."""
 
-_RANGE_TOLERANCE = 1e-6
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as OpenCV and imagecorruptions' rgb2gray
 
 CorruptionFn = Callable[[Tensor, int, torch.Generator], Tensor]
@@ -832,35 +833,10 @@ def _check_severity(severity: int) -> None:
 
 
 def _check_images(images: Tensor) -> None:
-    if not isinstance(images, Tensor):
-        raise ValueError(
-            f"Expected `images` to be a torch tensor, but got {type(images).__name__}."
-        )
-    if images.ndim != 4:
-        raise ValueError(
-            f"Expected `images` of shape (N, C, H, W), but got {images.ndim} dimensions "
-            f"{tuple(images.shape)}. Add a batch dimension with images.unsqueeze(0)."
-        )
-    if images.shape[0] == 0:
-        raise ValueError("Expected at least one image, but got an empty batch (N = 0).")
-    if images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"Expected 1 or 3 channels (grayscale or RGB), but got C = {images.shape[1]} in "
-            f"shape {tuple(images.shape)}. Images must be channels-first (N, C, H, W)."
-        )
-    if not images.is_floating_point():
-        raise ValueError(
-            f"Expected a floating point tensor in [0, 1], but got dtype {images.dtype}. "
-            "Convert uint8 images with images.float() / 255."
-        )
-    if not torch.isfinite(images).all():
-        raise ValueError("Expected finite values in `images`, but found NaN or inf.")
-    low, high = images.min().item(), images.max().item()
-    if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-        raise ValueError(
-            f"Expected `images` in [0, 1], but got values in [{low:.4g}, {high:.4g}]. "
-            "Corrupt images before normalisation (mean/std), and scale uint8 by 1/255."
-        )
+    check_image_batch(
+        images,
+        hint="Corrupt images before normalisation (mean/std), and scale uint8 by 1/255.",
+    )
 
 
 # --------------------------------------------------------------------------- public API

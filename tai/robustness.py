@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from tai.checks import check_class_targets
 from tai.corruptions import SEVERITIES, _check_images, available_corruptions, corrupt
 
 __all__ = ["CorruptionErrors", "RobustnessResult", "corruption_accuracy", "corruption_errors"]
@@ -100,19 +101,7 @@ def _arg_validation(corruptions: Sequence[str], severities: Sequence[int], batch
 
 def _tensor_validation(images: Tensor, target: Tensor) -> None:
     _check_images(images)  # the same rules as corrupt(), checked once before the clean pass
-    if not isinstance(target, Tensor) or target.ndim != 1:
-        shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
-        raise ValueError(f"Expected `target` of shape (N,) with class indices, but got {shape}.")
-    if target.is_floating_point() or target.dtype == torch.bool:
-        raise ValueError(
-            f"Expected `target` to hold integer class indices, but got dtype {target.dtype}. "
-            "Convert with target.long()."
-        )
-    if images.shape[0] != target.shape[0]:
-        raise ValueError(
-            f"Expected one target per image, but got {images.shape[0]} images and "
-            f"{target.shape[0]} targets."
-        )
+    check_class_targets(images, target, name="target")
 
 
 @torch.no_grad()
