@@ -9,7 +9,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 from flows.lineage import lineage_tags
-from flows.preflight import gate_metric_names
+from flows.preflight import load_gate_policy
 from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
 from flows.tasks.data_drift import compare_with_baseline, drift_metrics, drift_not_applicable
@@ -20,7 +20,6 @@ from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
 from tai.data_card import data_metrics
 from tai.evaluation import CHAMPION_METRICS
-from tai.policy import load_policy
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def tai_pipeline(
     settings = settings or load_settings()
     log = get_run_logger()
     # Everything that can be wrong with the inputs is checked before anything is trained.
-    policy = load_policy(settings.policy_file, gate_metric_names(settings))
+    policy = load_gate_policy(settings)
     store = make_data_store(settings)
     data_version = resolve_data_version(store, commit or branch)
     root = materialize(store, data_version)

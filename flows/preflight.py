@@ -5,7 +5,7 @@ from __future__ import annotations
 from flows.stores import make_data_store
 from infra.datastore.base import DataVersion
 from infra.settings import Settings, SettingsError
-from tai.policy import GatePolicy, load_policy
+from tai.policy import GatePolicy, PolicyError, load_policy
 
 
 def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]:
@@ -15,8 +15,34 @@ def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]
         PolicyError: the policy file is missing or malformed.
         DataStoreError: the branch or commit does not exist.
     """
+    return load_gate_policy(settings), make_data_store(settings).version(ref)
+
+
+def load_gate_policy(settings: Settings) -> GatePolicy:
+    """The gate policy, checked against what this configuration's evaluation reports.
+
+    Raises:
+        PolicyError: the file is missing or malformed, names an unknown metric, asks a
+            confidence bound or a champion comparison the evaluation cannot compute.
+    """
+    from tai.gate_evidence import BOUNDED_METRICS, COMPARABLE_METRICS
+
     policy = load_policy(settings.policy_file, gate_metric_names(settings))
-    return policy, make_data_store(settings).version(ref)
+    unbounded = [m for m in policy.bound_metrics() if m not in BOUNDED_METRICS]
+    if unbounded:
+        raise PolicyError(
+            f"{policy.source}: no confidence bound is computed for "
+            f"{', '.join(map(repr, unbounded))}; `use: lower|upper` works with "
+            f"{', '.join(BOUNDED_METRICS)} (or judge the point value: `use: point`)"
+        )
+    incomparable = [m for m in policy.comparison_metrics() if m not in COMPARABLE_METRICS]
+    if incomparable:
+        raise PolicyError(
+            f"{policy.source}: the champion section cannot compare "
+            f"{', '.join(map(repr, incomparable))}; paired comparisons exist for "
+            f"{', '.join(COMPARABLE_METRICS)}"
+        )
+    return policy
 
 
 def check_corruptions(settings: Settings) -> list[str]:

@@ -126,7 +126,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "Art. 15(5)",
         "resilient to model poisoning (tampered weights)",
         "security",
-        ("tag:tai.weights.sha256",),
+        ("tag:tai.weights_sha256", "tag:tai.model_sha256"),
     ),
     Requirement(
         "Annex IV 2(g)",

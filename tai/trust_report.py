@@ -110,7 +110,11 @@ def render_trust_report(
         metrics.update(context.data_card["drift"]["metrics"])
     evidence = evidence_table(
         metrics,
-        {**context.lineage, **context.version_tags},
+        {
+            **context.lineage,
+            "tai.approval": "not required by the policy",
+            **context.version_tags,
+        },
         {"tai/tai_report.json", "data/data_card.json", "trust report"},
     )
     return env.get_template("trust_report.html.j2").render(

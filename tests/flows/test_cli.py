@@ -174,3 +174,29 @@ def test_run_with_a_plugin_that_does_not_import(tiny_settings, tiny_repo, monkey
     result = _run("run")
     _assert_one_line_error(result, r"TAI_CORRUPTION_PLUGINS: .*no_such_module")
     _nothing_registered(tiny_settings)
+
+
+@pytest.mark.parametrize(
+    ("policy", "pattern"),
+    [
+        (
+            "gates: [{metric: aurc, max: 0.1, use: upper}]",
+            r"no confidence bound is computed for 'aurc'; `use: lower\|upper` works with accuracy",
+        ),
+        (
+            "gates: [{metric: accuracy, min: 0.9}]\nchampion: [{metric: mia_auc, margin: 0.1, "
+            "better: lower}]",
+            r"the champion section cannot compare 'mia_auc'; paired comparisons exist for",
+        ),
+        (
+            "gates: [{metric: accuracy, min: 0.9}]\napproval: {required: true, timeout_s: 0}",
+            r"approval: `timeout_s: 0` must be a whole number of seconds >= 1",
+        ),
+    ],
+    ids=["bound-not-computed", "comparison-not-computed", "approval-timeout"],
+)
+def test_run_with_a_policy_the_evaluation_cannot_judge(tiny_settings, tiny_repo, policy, pattern):
+    tiny_settings.policy_file.write_text(policy)
+    result = _run("run")
+    _assert_one_line_error(result, pattern)
+    _nothing_registered(tiny_settings)

@@ -157,8 +157,6 @@ def test_register_refuses_a_weights_tag_other_than_the_runs_and_registers_nothin
 # --- secrets -------------------------------------------------------------------------
 
 
-
-
 def test_no_secret_setting_ever_lands_in_mlflow(store, settings, tmp_path):
     secrets = secret_values(settings)
     assert set(secrets) >= set(SECRETS)  # the scan is armed

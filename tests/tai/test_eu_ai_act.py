@@ -50,3 +50,28 @@ def test_evidence_is_resolved_against_a_report():
     assert provenance.found["tag:tai.data.repository"] == "missing"
     poisoning = rows["resilient to model poisoning (tampered weights)"]
     assert not poisoning.supported
+
+
+def test_every_metric_and_tag_of_the_map_exists():
+    from flows.lineage import lineage_tags
+    from flows.preflight import gate_metric_names
+    from infra.datastore.base import DataVersion
+    from infra.integrity import MODEL_SHA256_TAG, WEIGHTS_SHA256_TAG
+    from tai.policy import parse_policy
+
+    metrics = set(gate_metric_names())
+    policy = parse_policy("gates: [{metric: accuracy, min: 0.5}]", metrics)
+    tags = {
+        *lineage_tags(DataVersion("oxen", "r", "c"), policy),
+        WEIGHTS_SHA256_TAG,
+        MODEL_SHA256_TAG,
+        "tai.approval",
+        "tai.gates.passed",
+    }
+    for req in REQUIREMENTS:
+        for entry in req.evidence:
+            kind, _, name = entry.partition(":")
+            if kind == "metric":
+                assert name in metrics, entry
+            elif kind == "tag":
+                assert name in tags, entry
