@@ -61,6 +61,7 @@ def tai_pipeline(
         settings.cache_dir,
         settings.seed,
         settings.group_column,
+        settings.factor_method,
     )
     card = data.card
 
@@ -88,7 +89,9 @@ def tai_pipeline(
         trained = train_model(settings, root, run_id)
         calibrated = calibrate(trained, settings.target_coverage)
         champion = load_champion(mlflow)
-        evaluation = evaluate(calibrated, trained, settings, policy, champion)
+        evaluation = evaluate(
+            calibrated, trained, settings, policy, data_version.commit_id, champion
+        )
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
         decision = judge(

@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # A column of the dataset's metadata.csv holding a group label per image (fairness
     # by group); empty: pseudo-groups from clusters of each class's embeddings.
     group_column: str = ""
+    # Factors of variation of the data card: PCA, or FastICA on the same embedding.
+    factor_method: Literal["pca", "ica"] = "pca"
 
     @field_validator("adversarial_epsilons")
     @classmethod
@@ -208,5 +210,7 @@ def apply_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.tracking_uri)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow's per-file download progress bars would drown the CLI's own lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # matplotlib and torch's caches would otherwise go to ~.
     os.environ.setdefault("MPLCONFIGDIR", str(settings.workspace_dir / "matplotlib"))

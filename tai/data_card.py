@@ -41,6 +41,7 @@ def build_data_card(
     n_components: int = 32,
     n_factors: int = 8,
     group_column: str = "",
+    factor_method: str = "pca",
     seed: int = 0,
 ) -> dict:
     """Validate and profile ``<root>/<dataset>``.
@@ -54,6 +55,8 @@ def build_data_card(
         n_factors: factors of variation reported.
         group_column: a column of ``<dataset>/metadata.csv`` with each image's group;
             the card then reports each group's representation per split.
+        factor_method: ``"pca"`` or ``"ica"`` (FastICA) for the factors of variation of
+            the pixel-PCA embedding (:func:`tai.factors.factors_of_variation`).
         seed: seeds every sample.
 
     Raises:
@@ -72,7 +75,9 @@ def build_data_card(
     )
     pca = pixel_embeddings(train.images, n_components=min(n_components, len(train) - 1), seed=seed)
     codes = pca.transform(train.images)
-    factors = factors_of_variation(codes, n_factors=min(n_factors, codes.shape[1]), seed=seed)
+    factors = factors_of_variation(
+        codes, n_factors=min(n_factors, codes.shape[1]), method=factor_method, seed=seed
+    )
     label_noise = _label_noise(codes.numpy(), train.targets.numpy(), summary.classes, seed)
     groups = image_groups(root, dataset, records, group_column) if group_column else None
     splits = sorted({r.split for r in records})
@@ -82,6 +87,8 @@ def build_data_card(
         if groups
         else None,
     )
+    if groups:
+        _check_groups_are_tested(rep.group_counts, group_column)
     return {
         "schema_version": SCHEMA_VERSION,
         "summary": summary.as_dict(),
@@ -90,6 +97,7 @@ def build_data_card(
         "factors": {
             "embedding": f"pixel PCA, {pca.components.shape[0]} components, "
             f"{len(train)} training images",
+            "method": factors.method,
             "explained_variance_ratio": [float(v) for v in factors.explained_variance_ratio],
         },
         "representation": {
@@ -100,6 +108,17 @@ def build_data_card(
             **rep.as_dict(),
         },
     }
+
+
+def _check_groups_are_tested(counts: dict[str, dict[str, int]], column: str) -> None:
+    """A group without test images cannot be evaluated: stop before training."""
+    untested = sorted(g for g, n in counts.get("test", {}).items() if n == 0)
+    if untested:
+        raise DatasetError(
+            f"group column {column!r}: group {', '.join(map(repr, untested))} has no test "
+            "images, so its accuracy cannot be measured; add test images of it, merge it "
+            "with another group in metadata.csv, or choose another TAI_GROUP_COLUMN"
+        )
 
 
 def image_groups(root: Path, dataset: str, records, column: str) -> list[str]:

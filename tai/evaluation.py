@@ -144,6 +144,15 @@ def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 256) -
     return torch.cat([model(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
+@torch.no_grad()
+def model_embeddings(model: nn.Module, images: Tensor, *, batch_size: int = 256) -> Tensor:
+    """Penultimate-layer embeddings (``model.embed``) of ``images`` in batches, eval mode."""
+    model.eval()
+    return torch.cat(
+        [model.embed(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
+
+
 def evaluate_model(
     model: nn.Module,
     images: Tensor,
@@ -166,6 +175,7 @@ def evaluate_model(
     checks: CheckOptions | None = None,
     bound_metrics: Sequence[str] = (),
     comparison_metrics: Sequence[str] = (),
+    embeddings: Tensor | None = None,
     seed: int = 0,
 ) -> Evaluation:
     """Run every TAI check on a held-out split.
@@ -200,6 +210,8 @@ def evaluate_model(
         bound_metrics: metrics whose confidence bounds a gate judges.
         comparison_metrics: metrics compared with ``reference_model`` on the same
             test images (paired); requires ``reference_model``.
+        embeddings: the model's penultimate-layer embeddings of ``images`` (e.g. from a
+            cache keyed by model and data version); computed when None.
         seed: seeds corruptions, prototype selection, bootstraps and attacks.
     """
     if not callable(getattr(model, "embed", None)):
@@ -213,9 +225,12 @@ def evaluate_model(
     robustness = corruption_accuracy(
         model, images[subset], targets[subset], corruptions=corruptions, seed=seed
     )
-    with torch.no_grad():
-        embeddings = torch.cat(
-            [model.embed(images[i : i + 256]) for i in range(0, len(images), 256)]
+    if embeddings is None:
+        embeddings = model_embeddings(model, images)
+    elif embeddings.shape[0] != len(images):
+        raise ValueError(
+            f"`embeddings` has {embeddings.shape[0]} rows for {len(images)} images; pass the "
+            "model's embeddings of exactly these images, or None to compute them"
         )
     explanations = explain_model(
         model,

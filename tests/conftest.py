@@ -23,6 +23,7 @@ os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ["MPLCONFIGDIR"] = str(_SESSION_HOME / "matplotlib")
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,8 +72,9 @@ def write_tiny_dataset(
 # Once, in CI, every test passed and the process then died with a segmentation fault
 # while the interpreter tore down native extensions (torch, Oxen's Rust runtime, ...),
 # which turned a green run red. Nothing of the tests' results depends on that teardown,
-# so after pytest has printed and written everything, the process ends at once with
-# pytest's own exit status.
+# so after pytest has printed and written everything, the exit handlers run (they stop
+# Prefect's temporary server, among others) and the process ends with pytest's own exit
+# status, without the interpreter's finalisation.
 _EXIT_STATUS: list[int] = []
 
 
@@ -84,8 +86,12 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     if not _EXIT_STATUS or os.environ.get("TAI_TESTS_NORMAL_EXIT"):
         return
+    import atexit
     import sys
 
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_EXIT_STATUS[0])

@@ -34,10 +34,10 @@ def materialize(store: DataStore, version: DataVersion) -> Path:
     return store.materialize(version.commit_id)
 
 
-def _card_path(cache_dir: Path, version: DataVersion, group_column: str) -> Path:
+def _card_path(cache_dir: Path, version: DataVersion, options: dict[str, str]) -> Path:
     key = f"{version.store}-{version.repository}-{version.commit_id}-{code_version()}"
-    if group_column:
-        key += f"-groups-{hashlib.sha256(group_column.encode()).hexdigest()[:12]}"
+    if any(options.values()):
+        key += "-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
     return cache_dir / "datacards" / f"{key}.json"
 
 
@@ -57,20 +57,27 @@ def data_card(
     cache_dir: Path,
     seed: int,
     group_column: str = "",
+    factor_method: str = "pca",
 ) -> DataCard:
-    """Validate the dataset and profile it; cached by (commit, code version, group column).
+    """Validate the dataset and profile it; cached by (commit, code version, options).
 
     Raises:
         tai.data_profile.DatasetError: the dataset is malformed (missing split, empty
             class, undecodable image, ...). Nothing is trained or registered then.
     """
-    path = _card_path(cache_dir, version, group_column)
+    options = {
+        "group_column": group_column,
+        "factor_method": "" if factor_method == "pca" else factor_method,
+    }
+    path = _card_path(cache_dir, version, options)
     png = path.with_suffix(".factors.png")
     if path.is_file() and png.is_file():
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
         return DataCard(json.loads(path.read_text()), png)
     try:
-        card = build_data_card(root, dataset, group_column=group_column, seed=seed)
+        card = build_data_card(
+            root, dataset, group_column=group_column, factor_method=factor_method, seed=seed
+        )
     except DatasetError as exc:
         # Name the file as it is in the repository, not in the local cache.
         where = str(exc).replace(f"{root}/", "")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from prefect import get_run_logger, task
@@ -15,7 +19,7 @@ from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings
 from tai.data_card import image_groups
 from tai.data_profile import scan_dataset
-from tai.evaluation import Evaluation, evaluate_model, predict_logits
+from tai.evaluation import Evaluation, evaluate_model, model_embeddings, predict_logits
 from tai.models import build_model
 from tai.policy import GatePolicy
 from tai.principle_checks import CheckOptions
@@ -104,6 +108,47 @@ def weights_config(calibrated: CalibratedModel) -> dict:
     }
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over a module's parameters and buffers (names, shapes, dtypes, values): the
+    identity of a trained model, the same for the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(
+            t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes()
+        )
+    return digest.hexdigest()
+
+
+def cached_embeddings(
+    model: torch.nn.Module, images: torch.Tensor, cache_dir: Path, *, data_commit: str
+) -> torch.Tensor:
+    """The model's test embeddings, cached by (model weights, data commit, images).
+
+    The same model evaluated again on the same commit (a retried run, a re-evaluation)
+    reads them back; a half-written file is never read (write, then rename).
+    """
+    key = hashlib.sha256(
+        f"{weights_digest(model)}-{data_commit}-{tuple(images.shape)}".encode()
+        + images.numpy().tobytes()[:1_000_000]
+    ).hexdigest()[:32]
+    path = cache_dir / "embeddings" / f"{key}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    embeddings = model_embeddings(model, images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(embeddings, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return embeddings
+
+
 def check_options(settings: Settings, policy: GatePolicy) -> CheckOptions:
     """The evaluation's budgets and switches, from the settings and the policy."""
     return CheckOptions(
@@ -126,6 +171,7 @@ def evaluate(
     trained: TrainedModel,
     settings: Settings,
     policy: GatePolicy,
+    data_commit: str,
     champion: Champion | None = None,
 ) -> Evaluation:
     """Run the TAI checks on the held-out test split with the deployed model."""
@@ -138,6 +184,9 @@ def evaluate(
         groups = [group_of[p] for p in test.paths]
         expected_groups = sorted(set(every))
     train = trained.data.splits["train"]
+    embeddings = cached_embeddings(
+        calibrated.model, test.images, settings.cache_dir, data_commit=data_commit
+    )
     return evaluate_model(
         calibrated.model,
         test.images,
@@ -156,5 +205,6 @@ def evaluate(
         checks=check_options(settings, policy),
         bound_metrics=policy.bound_metrics(),
         comparison_metrics=policy.comparison_metrics(),
+        embeddings=embeddings,
         seed=settings.seed,
     )

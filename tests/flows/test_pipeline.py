@@ -106,3 +106,26 @@ def test_tampered_champion_weights_are_refused_and_nothing_is_registered(tiny_se
     registry = MlflowStore(tiny_settings)
     assert [v.version for v in registry.list_versions()] == ["1"]
     assert registry.champion().version == "1"
+
+
+def test_group_fairness_from_metadata_csv(tiny_settings, tmp_path):
+    from tests.conftest import write_tiny_dataset
+    from tests.flows.conftest import commit_dataset
+
+    root = write_tiny_dataset(tmp_path / "src")
+    images = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    rows = [f"{p},{'left' if int(p.rsplit('/', 1)[1][:-4]) % 2 else 'right'}" for p in images]
+    (root / "metadata.csv").write_text("path,hand\n" + "\n".join(rows) + "\n")
+    commit_dataset(tiny_settings, tmp_path / "src")
+    settings = tiny_settings.model_copy(update={"group_column": "hand"})
+
+    result = tai_pipeline(branch="main", settings=settings)
+    assert 0.0 <= result.metrics["worst_group_accuracy"] <= 1.0
+    assert result.metrics["group_error_rate_gap"] >= 0.0
+    html = result.report_path.read_text()
+    assert "Groups (hand)" in html
+    card = MlflowStore(settings).load_json(result.run_id, "data/data_card.json")
+    assert card["representation"]["group_shares"]["test"] == {
+        "left": pytest.approx(7 / 15),
+        "right": pytest.approx(8 / 15),
+    }

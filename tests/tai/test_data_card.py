@@ -41,3 +41,67 @@ def test_factor_figure_shows_one_traversal_row_per_factor(tmp_path):
     write_tiny_dataset(tmp_path, counts={"train": 10, "val": 2, "test": 2}, classes=2, size=8)
     fig = factor_figure(tmp_path, "tiny", n_factors=3)
     assert len(fig.axes) == 3 * 7  # 3 factors x 7 steps
+
+
+def _metadata(root, rows):
+    lines = ["path,site"] + [f"{path},{site}" for path, site in rows]
+    (root / "tiny" / "metadata.csv").write_text("\n".join(lines) + "\n")
+
+
+def _all_images(root):
+    return sorted(p.relative_to(root / "tiny").as_posix() for p in (root / "tiny").rglob("*.png"))
+
+
+def test_group_representation_per_split(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 6, "val": 2, "test": 2}, classes=2, size=8)
+    images = _all_images(tmp_path)
+    _metadata(tmp_path, [(p, "a" if p.endswith("/0.png") else "b") for p in images])
+    card = build_data_card(tmp_path, "tiny", n_components=4, n_factors=2, group_column="site")
+    rep = card["representation"]
+    assert rep["group_column"] == "site"
+    # Each class has 0.png..5.png in train and 0.png, 1.png in test: a is 0.png.
+    assert rep["group_shares"]["train"] == {"a": pytest.approx(2 / 12), "b": pytest.approx(10 / 12)}
+    assert rep["group_shares"]["test"] == {"a": 0.5, "b": 0.5}
+    assert data_metrics(card)["data_min_group_share"] == pytest.approx(2 / 12)
+
+
+def test_a_group_without_test_images_stops_the_card(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 6, "val": 2, "test": 2}, classes=2, size=8)
+    images = _all_images(tmp_path)
+    _metadata(
+        tmp_path,
+        [(p, "night" if p.startswith("train") and p.endswith("5.png") else "day") for p in images],
+    )
+    with pytest.raises(
+        DatasetError, match=r"group column 'site': group 'night' has no test images"
+    ):
+        build_data_card(tmp_path, "tiny", n_components=4, n_factors=2, group_column="site")
+
+
+@pytest.mark.parametrize(
+    ("column", "rows", "pattern"),
+    [
+        (
+            "hospital",
+            None,
+            r"group column 'hospital': Group column 'hospital' does not exist .*available",
+        ),
+        ("site", "drop-one", r"group column 'site': Sample 'test/1/1.png' is missing"),
+    ],
+)
+def test_bad_group_metadata_is_a_dataset_error(tmp_path, column, rows, pattern):
+    write_tiny_dataset(tmp_path, counts={"train": 6, "val": 2, "test": 2}, classes=2, size=8)
+    images = _all_images(tmp_path)
+    if rows == "drop-one":
+        images = [p for p in images if p != "test/1/1.png"]
+    _metadata(tmp_path, [(p, "a") for p in images])
+    with pytest.raises(DatasetError, match=pattern):
+        build_data_card(tmp_path, "tiny", n_components=4, n_factors=2, group_column=column)
+
+
+def test_ica_factors_are_an_option(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 12, "val": 4, "test": 4}, classes=3, size=12)
+    pca = build_data_card(tmp_path, "tiny", n_components=8, n_factors=4)
+    ica = build_data_card(tmp_path, "tiny", n_components=8, n_factors=4, factor_method="ica")
+    assert (pca["factors"]["method"], ica["factors"]["method"]) == ("pca", "ica")
+    assert ica["factors"]["explained_variance_ratio"] != pca["factors"]["explained_variance_ratio"]
