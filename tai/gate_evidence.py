@@ -7,7 +7,9 @@ section). This module computes both from the per-sample probabilities of the tes
 - Accuracy: the Wilson interval of the proportion of correct predictions; against the
   champion, Newcombe's paired interval with McNemar's exact test
   (:func:`tai.significance.accuracy_difference`).
-- The other per-sample metrics (:data:`SAMPLE_METRICS`: ECE, MCE, adaptive and classwise
+- ECE: the report's own bootstrap (:func:`tai.calibration.ece_confidence_interval`), so
+  at 95% the gate's bound is the report's ``ece_upper``.
+- The other per-sample metrics (:data:`SAMPLE_METRICS`: MCE, adaptive and classwise
   ECE, NLL, Brier score): percentile-bootstrap intervals, and the paired bootstrap
   (:func:`tai.significance.paired_bootstrap`) against the champion.
 - Fairness (worst-class accuracy, class gap, worst-group accuracy, group gap): the
@@ -28,6 +30,7 @@ from torch import Tensor
 from tai.calibration import (
     adaptive_calibration_error,
     classwise_calibration_error,
+    ece_confidence_interval,
     expected_calibration_error,
 )
 from tai.significance import (
@@ -137,6 +140,12 @@ def metric_bounds(
             correct = int((probs.argmax(1) == targets).sum())
             interval = proportion_interval(correct, len(targets), confidence, method="wilson")
             bounds[name] = (interval.lower, interval.upper)
+        elif name == "ece":
+            # The same bootstrap as the report's ece_lower/ece_upper (equal at 95%).
+            _, lower, upper = ece_confidence_interval(
+                probs, targets, n_bins=15, n_boot=n_resamples, level=confidence, seed=seed
+            )
+            bounds[name] = (lower, upper)
         elif name in SAMPLE_METRICS:
             bounds[name] = bootstrap_interval(
                 SAMPLE_METRICS[name],
