@@ -28,6 +28,14 @@ def describe_result(result: PipelineResult) -> str:
     return "\n".join(lines)
 
 
+def _champion_cell(version: ModelVersionInfo) -> str:
+    """``yes`` for the champion; else a pending or rejected human approval, if any."""
+    if version.is_champion:
+        return "yes"
+    approval = version.tags.get("tai.approval", "")
+    return approval if approval in ("pending", "rejected") else ""
+
+
 def versions_table(
     versions: Sequence[ModelVersionInfo], metrics: dict[str, dict] | None = None
 ) -> str:
@@ -49,7 +57,7 @@ def versions_table(
         rows.append(
             f"{v.version:>7}  {v.tags.get('tai.data.commit', '?')[:12]:12}  {acc:>8}  {ece:>7}  "
             f"{robust:>8}  "
-            f"{'pass' if v.gates_passed else 'FAIL':6}  {'yes' if v.is_champion else '':8}  "
+            f"{'pass' if v.gates_passed else 'FAIL':6}  {_champion_cell(v):8}  "
             f"{v.tags.get('tai.report', '')}"
         )
     return "\n".join(rows)

@@ -1,0 +1,32 @@
+"""The `tai models` table (flows.summary.versions_table)."""
+
+from flows.summary import versions_table
+from infra.mlflow_store import ModelVersionInfo
+
+
+def _version(number: str, *, gates: str, approval: str = "", champion: bool = False):
+    tags = {"tai.data.commit": f"c{number}" * 8, "tai.gates.passed": gates}
+    if approval:
+        tags["tai.approval"] = approval
+    return ModelVersionInfo("m", number, "run", tags, ["champion"] if champion else [])
+
+
+def test_table_shows_gates_champion_and_pending_or_rejected_approval():
+    table = versions_table(
+        [
+            _version("1", gates="false"),
+            _version("2", gates="true", approval="approved", champion=True),
+            _version("3", gates="true", approval="rejected"),
+            _version("4", gates="true", approval="pending"),
+        ],
+        {"2": {"accuracy": 0.98, "ece": 0.01, "mean_corruption_accuracy": 0.8}},
+    )
+    rows = table.splitlines()[2:]
+    assert rows[0].split()[2:5] == ["-", "-", "-"] and "FAIL" in rows[0]
+    assert rows[1].split()[2:7] == ["0.9800", "0.0100", "0.8000", "pass", "yes"]
+    assert rows[2].split()[-1] == "rejected"
+    assert rows[3].split()[-1] == "pending"
+
+
+def test_no_versions_says_what_to_do():
+    assert "run `tai run` or `tai demo`" in versions_table([])
