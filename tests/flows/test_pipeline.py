@@ -129,3 +129,34 @@ def test_group_fairness_from_metadata_csv(tiny_settings, tmp_path):
         "left": pytest.approx(7 / 15),
         "right": pytest.approx(8 / 15),
     }
+
+
+def test_a_users_corruption_runs_in_callbacks_report_and_gates(tiny_settings, tiny_repo):
+    import tai.corruptions as corruptions_module
+
+    saved = dict(corruptions_module._REGISTRY)
+    tiny_settings.policy_file.write_text(
+        "version: 1\ngates:\n  - {metric: raindrops_mean, min: 0.0}\n"
+        "  - {metric: raindrops_s5, min: 0.0}\n"
+    )
+    settings = tiny_settings.model_copy(
+        update={
+            "corruption_plugins": ["tests.tai.test_corruptions:raindrops"],
+            "corruptions": ["raindrops", "contrast"],
+        }
+    )
+    try:
+        result = tai_pipeline(branch="main", settings=settings)
+    finally:
+        corruptions_module._REGISTRY.clear()
+        corruptions_module._REGISTRY.update(saved)
+    assert result.promoted
+    assert 0.0 <= result.metrics["raindrops_mean"] <= 1.0
+    run = MlflowStore(settings).client.get_run(result.run_id)
+    # The training callback checked it too, during validation.
+    assert "tai/robustness/raindrops_mean" in run.data.metrics
+    assert "<td>raindrops</td>" in result.report_path.read_text()
+    assert (
+        "pass: raindrops_mean"
+        in MlflowStore(settings).get_version(result.version).tags["tai.gate.raindrops_mean"]
+    )
