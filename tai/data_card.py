@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from tai.data_profile import DatasetError, noise_profile, scan_dataset, validate_dataset
@@ -79,6 +80,9 @@ def build_data_card(
         codes, n_factors=min(n_factors, codes.shape[1]), method=factor_method, seed=seed
     )
     label_noise = _label_noise(codes.numpy(), train.targets.numpy(), summary.classes, seed)
+    distributions = _factor_distributions(
+        root, records, summary.classes, pca, factors, max_images=max_images, seed=seed
+    )
     groups = image_groups(root, dataset, records, group_column) if group_column else None
     splits = sorted({r.split for r in records})
     rep = representation(
@@ -99,6 +103,7 @@ def build_data_card(
             f"{len(train)} training images",
             "method": factors.method,
             "explained_variance_ratio": [float(v) for v in factors.explained_variance_ratio],
+            "distributions": distributions,
         },
         "representation": {
             "group_column": group_column or None,
@@ -108,6 +113,47 @@ def build_data_card(
             **rep.as_dict(),
         },
     }
+
+
+def _factor_distributions(
+    root: Path,
+    records,
+    classes: list[str],
+    pca,
+    factors,
+    *,
+    max_images: int,
+    n_shown: int = 4,
+    seed: int = 0,
+) -> dict:
+    """Per split and class: mean, standard deviation and quartiles of each of the top
+    ``n_shown`` factor scores (the training split's factors, every split projected)."""
+    k = min(n_shown, factors.components.shape[0])
+    out: dict[str, dict[str, dict[str, list[float] | int]]] = {}
+    for split in sorted({r.split for r in records}):
+        data = load_split(
+            root,
+            [r for r in records if r.split == split],
+            classes,
+            max_images=max_images,
+            seed=seed,
+        )
+        scores = factors.transform(pca.transform(data.images))[:, :k]
+        out[split] = {}
+        for index, name in enumerate(classes):
+            mine = scores[data.targets == index]
+            if len(mine) == 0:
+                continue
+            q = torch.quantile(mine, torch.tensor([0.25, 0.5, 0.75]), dim=0)
+            out[split][name] = {
+                "n": len(mine),
+                "mean": mine.mean(0).tolist(),
+                "std": mine.std(0, unbiased=False).tolist(),
+                "q25": q[0].tolist(),
+                "median": q[1].tolist(),
+                "q75": q[2].tolist(),
+            }
+    return out
 
 
 def _check_groups_are_tested(counts: dict[str, dict[str, int]], column: str) -> None:

@@ -111,6 +111,16 @@ class Factors:
     scores: Tensor
     explained_variance_ratio: Tensor
 
+    def transform(self, embeddings: Tensor) -> Tensor:
+        """``(N, n_factors)`` scores of new ``(N, D)`` embeddings on these factors:
+        ``(x - mean) @ components.T`` (the same projection that made :attr:`scores`)."""
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.mean.shape[0]:
+            raise ValueError(
+                f"embeddings must have shape (N, {self.mean.shape[0]}) like those the factors "
+                f"were fitted on, got {tuple(embeddings.shape)}."
+            )
+        return (embeddings.to(self.mean.dtype) - self.mean) @ self.components.T
+
 
 @dataclass(frozen=True)
 class FactorDrift:

@@ -104,6 +104,49 @@ def explained_variance_figure(ratio: Tensor | Sequence[float]) -> Figure:
     return fig
 
 
+def factor_distribution_figure(
+    distributions: Mapping[str, Mapping[str, Mapping[str, object]]], *, n_factors: int = 2
+) -> Figure:
+    """Median and quartiles of the top factor scores per class, one marker per split.
+
+    Args:
+        distributions: split -> class -> ``{"median", "q25", "q75", ...}`` lists per factor
+            (the data card's ``factors.distributions``).
+        n_factors: factors shown, one panel each.
+
+    Raises:
+        ValueError: ``distributions`` is empty.
+    """
+    splits = sorted(distributions)
+    if not splits or not any(distributions[s] for s in splits):
+        raise ValueError("no factor distributions to plot; the data card has none")
+    classes = sorted({c for s in splits for c in distributions[s]})
+    k = min(n_factors, min(len(v["median"]) for s in splits for v in distributions[s].values()))
+    fig = Figure(figsize=(5.0 * k, 3.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, k, squeeze=False)[0]
+    width = 0.8 / len(splits)
+    for f, ax in enumerate(axes):
+        for i, split in enumerate(splits):
+            xs, med, low, high = [], [], [], []
+            for j, name in enumerate(classes):
+                stats = distributions[split].get(name)
+                if stats is None:
+                    continue
+                xs.append(j - 0.4 + width * (i + 0.5))
+                med.append(stats["median"][f])
+                low.append(stats["median"][f] - stats["q25"][f])
+                high.append(stats["q75"][f] - stats["median"][f])
+            ax.errorbar(xs, med, yerr=[low, high], fmt="o", markersize=3, capsize=2, label=split)
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_xlabel("class")
+        ax.set_ylabel(f"factor {f + 1} score")
+        ax.set_title(f"Factor {f + 1}: median and quartiles per class")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
 def prototype_criticism_figure(
     images_protos: Sequence[Tensor],
     images_crits: Sequence[Tensor],

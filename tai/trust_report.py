@@ -26,6 +26,7 @@ from tai.policy import GateDecision  # noqa: E402
 from tai.principle_plots import adversarial_curve, risk_coverage_curve  # noqa: E402
 from tai.transparency_plots import (  # noqa: E402
     explanation_sheet_figure,
+    factor_distribution_figure,
     prototype_criticism_figure,
 )
 
@@ -91,6 +92,14 @@ def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
         )
         figures[f"sheet_{k}"] = figure_png(sheet)
     return figures
+
+
+def data_figures(card: dict | None) -> dict[str, bytes]:
+    """Figures drawn from the data card's numbers (per-class factor distributions)."""
+    distributions = (card or {}).get("factors", {}).get("distributions")
+    if not distributions:
+        return {}
+    return {"factor_distributions": figure_png(factor_distribution_figure(distributions))}
 
 
 def render_trust_report(

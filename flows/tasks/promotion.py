@@ -19,7 +19,7 @@ from infra.mlflow_store import MlflowStore
 from tai.evaluation import Evaluation
 from tai.policy import GateDecision, GatePolicy, evaluate_gates
 from tai.significance import PairedDifference
-from tai.trust_report import ReportContext, render_trust_report, report_figures
+from tai.trust_report import ReportContext, data_figures, render_trust_report, report_figures
 
 DEFER_TAG = "tai.defer_threshold"
 
@@ -118,7 +118,11 @@ def register_and_promote(
             version_tags=tags,
             approval=approval.as_dict() if approval else None,
         )
-        figures = {**report_figures(evaluation), "factors": data.factors_png.read_bytes()}
+        figures = {
+            **report_figures(evaluation),
+            **data_figures(data.card),
+            "factors": data.factors_png.read_bytes(),
+        }
         html = render_trust_report(evaluation, context, figures)
         reports_dir.mkdir(parents=True, exist_ok=True)
         report_path.write_text(html)

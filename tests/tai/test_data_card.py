@@ -105,3 +105,22 @@ def test_ica_factors_are_an_option(tmp_path):
     ica = build_data_card(tmp_path, "tiny", n_components=8, n_factors=4, factor_method="ica")
     assert (pca["factors"]["method"], ica["factors"]["method"]) == ("pca", "ica")
     assert ica["factors"]["explained_variance_ratio"] != pca["factors"]["explained_variance_ratio"]
+
+
+def test_factor_distributions_per_split_and_class(tmp_path):
+    from tai.trust_report import data_figures
+
+    write_tiny_dataset(tmp_path, counts={"train": 12, "val": 4, "test": 4}, classes=3, size=12)
+    card = build_data_card(tmp_path, "tiny", n_components=8, n_factors=4)
+    dist = card["factors"]["distributions"]
+    assert set(dist) == {"train", "val", "test"}
+    assert set(dist["test"]) == {"0", "1", "2"} and dist["test"]["0"]["n"] == 4
+    stats = dist["train"]["1"]
+    assert len(stats["mean"]) == 4
+    for f in range(4):
+        assert stats["q25"][f] <= stats["median"][f] <= stats["q75"][f]
+    # The classes' bright corners differ, so the top factor separates their means.
+    means = [dist["train"][c]["mean"][0] for c in ("0", "1", "2")]
+    assert max(means) - min(means) > 1.0
+    assert data_figures(card)["factor_distributions"].startswith(b"\x89PNG")
+    assert data_figures({}) == {}

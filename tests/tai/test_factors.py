@@ -325,3 +325,14 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_factors_transform_reproduces_their_scores():
+    from tai.factors import factors_of_variation
+
+    x = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    for method in ("pca", "ica"):
+        factors = factors_of_variation(x, n_factors=3, method=method)
+        assert torch.allclose(factors.transform(x), factors.scores, atol=1e-5)
+    with pytest.raises(ValueError, match=r"embeddings must have shape \(N, 6\)"):
+        factors.transform(torch.randn(4, 5))
