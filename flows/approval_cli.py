@@ -31,11 +31,13 @@ def _with_cli_errors(command: Callable[..., None]) -> Callable[..., None]:
 @_with_cli_errors
 def approve(
     version: Annotated[str, typer.Argument(help="The model version awaiting approval.")],
-    reviewer: Annotated[str, typer.Option(help="Who approves; recorded on the version.")],
+    reviewer: Annotated[
+        str, typer.Option(help="Who approves; recorded on the version (default: your login).")
+    ] = "",
     reason: Annotated[str, typer.Option(help="Why; recorded on the version.")] = "",
 ) -> None:
     """Approve a model version awaiting approval: it becomes `champion`."""
-    typer.echo(_decide(version, approve=True, reviewer=reviewer, reason=reason))
+    typer.echo(_decide(version, approve=True, reviewer=reviewer or _login(), reason=reason))
 
 
 @_with_cli_errors

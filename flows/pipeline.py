@@ -34,6 +34,8 @@ class PipelineResult:
     metrics: dict[str, float]
     reasons: list[str]
     report_path: Path
+    gates_passed: bool = False
+    approval: str = ""  # a person's decision, when the policy asked for one
 
 
 @flow(name="tai-pipeline", log_prints=False)
@@ -136,9 +138,10 @@ def tai_pipeline(
         promoted=promotion.promoted,
         champion_version=promotion.champion_version,
         metrics=evaluation.metrics,
-        reasons=decision.reasons
-        + ([promotion.approval.explain()] if promotion.approval and not promotion.promoted else []),
+        reasons=decision.reasons,
         report_path=promotion.report_path,
+        gates_passed=decision.passed,
+        approval=promotion.approval.explain() if promotion.approval else "",
     )
 
 

@@ -18,8 +18,13 @@ def describe_result(result: PipelineResult) -> str:
         f"corruption acc {m['mean_corruption_accuracy']:.4f} · "
         f"deletion AUC {m['deletion_auc']:.3f}",
     ]
+    if result.approval:
+        lines.append(f"approval         {result.approval}")
     if result.promoted:
         lines.append(f"gates            all passed: version {result.version} is now `champion`")
+    elif result.gates_passed:
+        lines.append("gates            all passed, but not approved: not promoted")
+        lines.append(f"champion         {result.champion_version or 'none yet'}")
     else:
         lines.append("gates            FAILED, not promoted:")
         lines += [f"  - {reason}" for reason in result.reasons]

@@ -217,6 +217,17 @@ def test_with_no_flow_run_waiting_the_cli_records_and_promotes(store):
     assert store.champion().version == v
 
 
+def test_approve_without_reviewer_records_the_login(store, monkeypatch):
+    import getpass
+
+    monkeypatch.setattr(getpass, "getuser", lambda: "dana")
+    v = register_dummy(store)
+    request_approval(store, v, timeout_s=3600)
+    result = tai("approve", v)
+    assert result.exit_code == 0, result.output
+    assert approval_of(store, v).reviewer == "dana"
+
+
 @flow(name="approval-process-gone")
 def gone() -> None:
     """Never runs: its flow run is made paused by hand, as if its process had died."""

@@ -30,3 +30,27 @@ def test_table_shows_gates_champion_and_pending_or_rejected_approval():
 
 def test_no_versions_says_what_to_do():
     assert "run `tai run` or `tai demo`" in versions_table([])
+
+
+def test_run_summary_says_a_passing_version_was_not_approved(tmp_path):
+    from flows.pipeline import PipelineResult
+    from flows.summary import describe_result
+
+    metrics = {"accuracy": 0.98, "ece": 0.01, "mean_corruption_accuracy": 0.8, "deletion_auc": 0.2}
+    result = PipelineResult(
+        data_commit="c",
+        run_id="r",
+        version="4",
+        promoted=False,
+        champion_version="2",
+        metrics=metrics,
+        reasons=[],
+        report_path=tmp_path / "r.html",
+        gates_passed=True,
+        approval="version 4 rejected by alice: wrong data",
+    )
+    text = describe_result(result)
+    assert "approval         version 4 rejected by alice: wrong data" in text
+    assert "gates            all passed, but not approved: not promoted" in text
+    assert "champion         2" in text
+    assert "FAILED" not in text
