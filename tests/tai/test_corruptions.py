@@ -371,6 +371,156 @@ def test_distance_to_is_the_euclidean_distance_to_the_nearest_marked_pixel():
         np.testing.assert_allclose(out[n, 0].numpy(), expected, atol=1e-5)
 
 
+# ------------------------------------------- fast paths equal the direct computations
+# The speed-ups of tai.corruptions (FFT, banded matrices, slices, scipy labelling, one
+# channels-last interpolation) against the direct computations they replaced, kept here.
+
+
+@pytest.mark.parametrize(
+    ("h", "w", "mode"), [(20, 33, "nearest"), (9, 7, "mirror"), (5, 5, "nearest")]
+)
+def test_torch_padding_equals_the_index_tables(h, w, mode):
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+    for pad_h, pad_w in [(1, 2), (4, 6), (8, 9)]:
+        if mode == "mirror" and (pad_h >= h or pad_w >= w):
+            continue  # longer reflect-101 padding keeps the index tables
+        rows = corruptions_module._border_index(h, pad_h, pad_h, mode, x.device)
+        cols = corruptions_module._border_index(w, pad_w, pad_w, mode, x.device)
+        expected = x.index_select(-2, rows).index_select(-1, cols)
+        assert torch.equal(corruptions_module._pad(x, pad_h, pad_w, mode), expected)
+
+
+@pytest.mark.parametrize(("size", "kernel_size"), [(48, 21), ((30, 41), 17), (5, 17)])
+def test_fft_correlation_equals_the_direct_convolution(size, kernel_size):
+    """Defocus blur: correlation by FFT against kornia's direct filter2d (asymmetric kernel,
+    so a flipped kernel would fail)."""
+    import kornia
+
+    g = torch.Generator().manual_seed(1)
+    h, w = (size, size) if isinstance(size, int) else size
+    half = kernel_size // 2
+    padded = corruptions_module._pad(torch.rand(3, 3, h, w, generator=g), half, half, "mirror")
+    kernel = torch.rand(kernel_size, kernel_size, generator=g)
+    kernel = kernel / kernel.sum()
+    direct = kornia.filters.filter2d(padded, kernel[None], padding="valid")
+    fft = corruptions_module._fft_correlate(padded, kernel)
+    assert fft.shape == direct.shape == (3, 3, h, w)
+    assert (fft - direct).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("size", "sigma", "truncate", "mode"),
+    [
+        (32, (0.7, 0.7), 4.0, "nearest"),
+        ((20, 33), (1.5, 1.5), 4.0, "nearest"),
+        (32, (6.0, 6.0), 4.0, "nearest"),
+        ((30, 50), (0.3, 0.5), 3.0, "reflect"),
+        (5, (3.0, 3.0), 4.0, "nearest"),
+    ],
+)
+def test_banded_gaussian_filter_equals_kornia_separable_convolution(size, sigma, truncate, mode):
+    import kornia
+
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.rand(4, 3, h, w, generator=torch.Generator().manual_seed(2))
+    radius_y, radius_x = (int(truncate * s + 0.5) for s in sigma)
+    kernel_y = kornia.filters.get_gaussian_kernel1d(2 * radius_y + 1, sigma[0])
+    kernel_x = kornia.filters.get_gaussian_kernel1d(2 * radius_x + 1, sigma[1])
+    padded = corruptions_module._pad(x, radius_y, radius_x, mode)
+    direct = kornia.filters.filter2d_separable(padded, kernel_x, kernel_y, padding="valid")
+    banded = corruptions_module._gaussian_filter(x, sigma, truncate=truncate, mode=mode)
+    assert max(h, w) <= corruptions_module._BANDED_MAX_SIZE  # the banded path ran
+    assert (banded - direct).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_line_blur_by_slices_equals_the_gather_per_tap(channels):
+    """Same values in the same order of additions, so equal to the bit; offsets beyond the
+    image and taps of weight 0 included."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, channels, 23, 30, generator=g)
+    weights = torch.rand(5, 9, generator=g) * (torch.rand(5, 9, generator=g) > 0.2)
+    offsets_y = torch.randint(-40, 40, (5, 9), generator=g)
+    offsets_x = torch.randint(-12, 12, (5, 9), generator=g)
+    assert channels * 23 * 30 < corruptions_module._SLICE_MIN_PIXELS  # _line_blur gathers
+    gathered = corruptions_module._line_blur(x, weights, offsets_y, offsets_x)
+    sliced = corruptions_module._line_blur_slices(x, weights, offsets_y, offsets_x)
+    assert torch.equal(sliced, gathered)
+
+
+def test_canny_hysteresis_by_labelling_equals_kornia_loop():
+    import kornia
+
+    g = torch.Generator().manual_seed(4)
+    noise = corruptions_module._gaussian_filter(torch.rand(6, 1, 40, 48, generator=g), (1.5, 1.5))
+    level = torch.floor((noise - 0.4).clamp(0, 1) * 255 / 0.2).clamp(0, 255)
+    _, expected = kornia.filters.canny(level, 50.0, 150.0, kernel_size=(3, 3), sigma=(1e-3, 1e-3))
+    edges = corruptions_module._canny(level, 50.0, 150.0)
+    assert expected.sum() > 50  # edges to find, some only through weak pixels
+    assert torch.equal(edges, expected)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_zoom_blur_equals_image_by_image_interpolation(severity):
+    import torch.nn.functional as F
+
+    images = _images(n=4, size=(37, 30))
+    h, w = images.shape[-2:]
+    out = images.clone()
+    for zoom in CORRUPTIONS["zoom_blur"].parameters[severity - 1]:
+        ch, cw = int(np.ceil(h / zoom)), int(np.ceil(w / zoom))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = images[..., top : top + ch, left : left + cw]
+        size = (round(ch * zoom), round(cw * zoom))
+        out = out + F.interpolate(crop, size=size, mode="bilinear", align_corners=True)[..., :h, :w]
+    expected = out / (len(CORRUPTIONS["zoom_blur"].parameters[severity - 1]) + 1)
+    result = corrupt(images, "zoom_blur", severity)
+    assert result.is_contiguous()
+    assert (result - expected.clamp(0, 1)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("grid", "cell", "start", "count"), [(5, 96.0, 40, 32), (21, 12.0, 7, 224)]
+)
+def test_bilinear_window_equals_a_crop_of_the_whole_upsampling(grid, cell, start, count):
+    import torch.nn.functional as F
+
+    values = torch.randn(2, 1, grid, grid, generator=torch.Generator().manual_seed(5))
+    up = F.interpolate(values, scale_factor=cell, mode="bilinear", align_corners=True)
+    expected = up[..., start : start + count, start : start + count]
+    matrix = corruptions_module._bilinear_window(grid, int(grid * cell), start, count, values)
+    window = torch.einsum("ih,nchw,jw->ncij", matrix, values, matrix)
+    assert (window - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_elastic_transform_equals_kornia_elastic_transform2d(severity):
+    """The warp without kornia's 1 x 1 smoothing, against the former call of kornia."""
+    import kornia
+
+    images = _images(n=3, size=(28, 36))
+    n, _, h, w = images.shape
+    g = torch.Generator().manual_seed(7)
+    max_shift = h * 0.005
+    noise = corruptions_module._uniform((n, 2, h, w), -max_shift, max_shift, images, g)
+    shift = (
+        corruptions_module._gaussian_filter(
+            noise, (h * 0.01, w * 0.01), truncate=3.0, mode="reflect"
+        )
+        * CORRUPTIONS["elastic_transform"].parameters[severity - 1]
+    )
+    expected = kornia.geometry.transform.elastic_transform2d(
+        images,
+        shift * torch.tensor([2 / w, 2 / h])[None, :, None, None],
+        kernel_size=(1, 1),
+        sigma=(1.0, 1.0),
+        alpha=(1.0, 1.0),
+        align_corners=False,
+        padding_mode="reflection",
+    )
+    assert torch.equal(corrupt(images, "elastic_transform", severity, seed=7), expected.clamp(0, 1))
+
+
 # ------------------------------------------------------------------------ grayscale
 
 
