@@ -6,6 +6,8 @@ is accepted, so every metric function fails the same way on the same bad input.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -75,3 +77,17 @@ def check_class_targets(images: Tensor, targets: object, *, name: str = "targets
         )
     if len(targets) and targets.min() < 0:
         raise ValueError(f"Expected class indices >= 0 in `{name}`, but got {int(targets.min())}.")
+
+
+def check_confidence(confidence: object) -> None:
+    """A two-sided coverage in the open interval (0, 1), e.g. 0.95."""
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, numbers.Real)
+        or not math.isfinite(confidence)
+        or not 0 < confidence < 1
+    ):
+        raise ValueError(
+            f"Expected argument `confidence` to be a float in the open interval (0, 1), but "
+            f"got {confidence!r}. Pass the two-sided coverage, e.g. confidence=0.95."
+        )

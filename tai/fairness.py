@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,6 +49,8 @@ from fairlearn.metrics import MetricFrame, count
 from sklearn.cluster import KMeans
 from sklearn.metrics import accuracy_score, zero_one_loss
 from torch import Tensor
+
+from tai.checks import check_confidence
 
 __all__ = [
     "ClassFairness",
@@ -306,16 +307,7 @@ def _bootstrap_arg_validation(n_resamples: int, confidence: float, seed: int) ->
             f"Expected argument `n_resamples` to be an integer >= 1, but got {n_resamples!r}. "
             "Pass the number of bootstrap resamples, e.g. n_resamples=1000."
         )
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, numbers.Real)
-        or not math.isfinite(confidence)
-        or not 0 < confidence < 1
-    ):
-        raise ValueError(
-            f"Expected argument `confidence` to be a float in the open interval (0, 1), but "
-            f"got {confidence!r}. Pass the coverage of the interval, e.g. confidence=0.95."
-        )
+    check_confidence(confidence)
     _seed_validation(seed)
 
 

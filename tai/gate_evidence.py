@@ -33,6 +33,7 @@ from tai.calibration import (
     ece_confidence_interval,
     expected_calibration_error,
 )
+from tai.checks import check_confidence
 from tai.significance import (
     PairedDifference,
     accuracy,
@@ -86,8 +87,7 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of ``metric_fn(probs, targets)`` (Efron &
     Tibshirani 1993, ch. 13), resampling the samples with replacement (seeded)."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    check_confidence(confidence)
     if len(targets) == 0:
         raise ValueError("no samples: a confidence interval needs at least one")
     rng = np.random.default_rng(seed)

@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from tai.checks import check_confidence
+
 __all__ = [
     "McNemarResult",
     "PairedDifference",
@@ -154,16 +156,7 @@ class PairedDifference:
 
 
 def _check_confidence(confidence: float) -> None:
-    if (
-        isinstance(confidence, bool)
-        or not isinstance(confidence, numbers.Real)
-        or not math.isfinite(confidence)
-        or not 0 < confidence < 1
-    ):
-        raise ValueError(
-            f"Expected argument `confidence` to be a float in the open interval (0, 1), but "
-            f"got {confidence!r}. Pass the two-sided coverage, e.g. confidence=0.95."
-        )
+    check_confidence(confidence)
 
 
 def _check_count(name: str, value: int, minimum: int) -> None:
