@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from tai.calibration import CalibrationResult, calibration_report, calibration_summary
 from tai.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES
-from tai.gate_evidence import champion_comparisons, metric_bounds
+from tai.gate_evidence import FAIRNESS_BOUNDED, champion_comparisons, metric_bounds
 from tai.principle_checks import (
     CheckOptions,
     PrincipleResults,
@@ -260,18 +260,15 @@ def evaluate_model(
             options=checks,
             seed=seed,
         )
-    fairness_bounds = {}
-    if principles is not None:
-        f = principles.metrics()
-        fairness_bounds = {
-            name: (f[f"{name}_lower"], f[f"{name}_upper"])
-            for name in (
-                "worst_class_accuracy",
-                "class_accuracy_gap",
-                "worst_group_accuracy",
-                "group_error_rate_gap",
-            )
-        }
+    principle_metrics = (
+        principles.metrics()
+        if principles
+        else dict.fromkeys(principle_metric_names(checks.epsilons), float("nan"))
+    )
+    fairness_bounds = {
+        name: (principle_metrics[f"{name}_lower"], principle_metrics[f"{name}_upper"])
+        for name in FAIRNESS_BOUNDED
+    }
     bounds = metric_bounds(
         bound_metrics,
         probs,
@@ -305,11 +302,7 @@ def evaluate_model(
         **scaling,
         **{k: v for k, v in robustness.as_dict().items()},
         **explanations.quality,
-        **(
-            principles.metrics()
-            if principles
-            else dict.fromkeys(principle_metric_names(checks.epsilons), float("nan"))
-        ),
+        **principle_metrics,
         **dict.fromkeys(CHAMPION_METRICS, float("nan")),
         **_corruption_errors(robustness, reference_robustness),
         **(

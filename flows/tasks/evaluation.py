@@ -115,9 +115,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        digest.update(
-            t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes()
-        )
+        # Bytes of the values as stored (a uint8 view works for every dtype, bfloat16 too).
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
