@@ -21,8 +21,8 @@ from pytorch_lightning.loggers import MLFlowLogger
 from flows.tasks.training import make_trainer, tai_callbacks
 from infra.sample_data import write_mnist_sample
 from infra.settings import load_settings
-from tai.datamodule import FolderDataModule
-from tai.lightning_module import ClassifierModule
+from tai.modeling.datamodule import FolderDataModule
+from tai.modeling.module import ClassifierModule
 
 
 def fit_seconds(data: FolderDataModule, settings, workdir: Path, *, with_callbacks: bool) -> float:

@@ -1,4 +1,5 @@
-"""Throughput of the corruption suite: tai.corruptions against imagecorruptions, on CPU.
+"""Throughput of the corruption suite: tai.principles.reliability.corruptions against
+imagecorruptions, on CPU.
 
 Both corrupt the same RGB images with every corruption at every severity (19 x 5). Ours
 takes the batch at once; imagecorruptions takes one HWC uint8 image per call. Reported in
@@ -23,7 +24,12 @@ import warnings
 import numpy as np
 import torch
 
-from tai.corruptions import EXTRA_CORRUPTIONS, IMAGENET_C_CORRUPTIONS, SEVERITIES, corrupt
+from tai.principles.reliability.corruptions import (
+    EXTRA_CORRUPTIONS,
+    IMAGENET_C_CORRUPTIONS,
+    SEVERITIES,
+    corrupt,
+)
 
 NAMES = IMAGENET_C_CORRUPTIONS + EXTRA_CORRUPTIONS
 SETTINGS = ((32, 64), (224, 8))  # (size, images)

@@ -1,4 +1,5 @@
-"""Speed of tai.calibration.expected_calibration_error against torchmetrics' functional
+"""Speed of tai.principles.reliability.calibration.expected_calibration_error against torchmetrics'
+functional
 ``multiclass_calibration_error`` (15 bins, L1) on the same 100k predictions, CPU.
 
 Median of ``--runs`` runs per function, the ratio torchmetrics / ours, and both values
@@ -17,7 +18,7 @@ import time
 import torch
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from tai.calibration import expected_calibration_error
+from tai.principles.reliability.calibration import expected_calibration_error
 
 
 def _time(fn, runs: int) -> tuple[float, float]:
@@ -58,7 +59,10 @@ def main() -> None:
     print()
     print("| implementation | median time (ms) | ECE |")
     print("|---|---|---|")
-    print(f"| tai.calibration.expected_calibration_error | {1000 * ours:.1f} | {ece:.6f} |")
+    print(
+        "| tai.principles.reliability.calibration.expected_calibration_error | "
+        f"{1000 * ours:.1f} | {ece:.6f} |"
+    )
     print(f"| torchmetrics multiclass_calibration_error | {1000 * theirs:.1f} | {tm_ece:.6f} |")
     print(f"| **ratio torchmetrics / ours** | **{theirs / ours:.2f}x** | |")
 

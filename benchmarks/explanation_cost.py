@@ -1,10 +1,11 @@
 """Benchmark: cost per image of each attribution method and of the explanation checks.
 
-The model is the project's small CNN (``tai.models.build_model("small_cnn", in_channels=1,
+The model is the project's small CNN (``tai.modeling.models.build_model("small_cnn", in_channels=1,
 num_classes=10)``, freshly initialised: cost does not depend on the weights) on random
 28x28 grayscale images. Each row is timed ``--repeats`` times on a batch of ``--batch``
 images; the table gives the median milliseconds per image. Method settings are the defaults of
-:func:`tai.attribution_methods.attribute` (IG 32 steps, occlusion 4x4 window, stride 2);
+:func:`tai.principles.transparency.attribution_methods.attribute` (IG 32 steps, occlusion 4x4
+window, stride 2);
 the checks use their defaults too (insertion/deletion 20 steps, infidelity 16
 perturbations, max-sensitivity 8 perturbations, full randomisation; the last two on the
 first ``--sensitivity-batch`` images).
@@ -23,15 +24,15 @@ from collections.abc import Callable
 
 import torch
 
-from tai.attribution_methods import METHODS, attribute
-from tai.explain import deletion_auc
-from tai.explanation_quality import (
+from tai.modeling.models import build_model
+from tai.principles.transparency.attribution_methods import METHODS, attribute
+from tai.principles.transparency.explain import deletion_auc
+from tai.principles.transparency.explanation_quality import (
     infidelity_score,
     insertion_auc,
     randomisation_sanity_check,
     sensitivity_score,
 )
-from tai.models import build_model
 
 
 def _median_seconds(job: Callable[[], object], repeats: int) -> tuple[float, list[float]]:

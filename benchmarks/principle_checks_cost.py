@@ -29,13 +29,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tai.adversarial import adversarial_accuracy
-from tai.evaluation import model_embeddings, predict_logits
-from tai.fairness import class_fairness, cluster_fairness
-from tai.models import build_model
-from tai.privacy import membership_inference, per_sample_loss
-from tai.selective import abstention_threshold, risk_coverage, selective_metrics
-from tai.smoothing import certified_accuracy
+from tai.evaluation.inference import model_embeddings, predict_logits
+from tai.modeling.models import build_model
+from tai.principles.autonomy.selective import abstention_threshold, risk_coverage, selective_metrics
+from tai.principles.fairness.clusters import cluster_fairness
+from tai.principles.fairness.per_class import class_fairness
+from tai.principles.privacy.membership import membership_inference, per_sample_loss
+from tai.principles.security.adversarial import adversarial_accuracy
+from tai.principles.security.smoothing import certified_accuracy
 
 
 def _median_seconds(job: Callable[[], object], repeats: int) -> tuple[float, list[float]]:

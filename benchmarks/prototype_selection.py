@@ -6,7 +6,8 @@ defaults) runs ``--repeats`` times; the table gives the median wall time and the
 peak resident memory above the memory held before the call (the kernel's peak-RSS counter,
 ``VmHWM``, is reset through ``/proc/self/clear_refs`` before each run, so the number is the
 run's own peak, torch allocations included, which ``tracemalloc`` does not see). The
-project's k-medoids (``tai.prototypes.select_prototypes``, 2 per class) is timed on the same
+project's k-medoids (``tai.principles.transparency.prototypes.select_prototypes``, 2 per class) is
+timed on the same
 data for comparison.
 
 Usage::
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from tai.mmd_critic import mmd_critic
-from tai.prototypes import select_prototypes
+from tai.principles.transparency.mmd_critic import mmd_critic
+from tai.principles.transparency.prototypes import select_prototypes
 
 _STATUS = Path("/proc/self/status")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 from typing import Any, Literal
 
-import matplotlib.pyplot as plt
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
@@ -56,20 +55,18 @@ class SampleBuffer:
 
 
 def log_figure(trainer: pl.Trainer, figure: Figure, artifact_file: str) -> None:
-    """Hand a figure to every logger that can store one, then close it.
+    """Hand a figure to every logger that can store one.
 
     MLflow's client takes ``log_figure(run_id, figure, artifact_file)``, TensorBoard's
     writer ``add_figure(tag, figure, step)``; other loggers are skipped.
     """
-    try:
-        for logger in trainer.loggers:
-            experiment = logger.experiment
-            if hasattr(experiment, "log_figure") and getattr(logger, "run_id", None):
-                experiment.log_figure(logger.run_id, figure, artifact_file)
-            elif hasattr(experiment, "add_figure"):
-                experiment.add_figure(artifact_file, figure, global_step=trainer.global_step)
-    finally:
-        plt.close(figure)
+    # The figures are pyplot-free (tai.report.figures): nothing to close afterwards.
+    for logger in trainer.loggers:
+        experiment = logger.experiment
+        if hasattr(experiment, "log_figure") and getattr(logger, "run_id", None):
+            experiment.log_figure(logger.run_id, figure, artifact_file)
+        elif hasattr(experiment, "add_figure"):
+            experiment.add_figure(artifact_file, figure, global_step=trainer.global_step)
 
 
 class TaiCheckCallback(pl.Callback, abc.ABC):

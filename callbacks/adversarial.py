@@ -9,15 +9,16 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.adversarial import ATTACKS, AdversarialResult, adversarial_accuracy
-from tai.principle_plots import adversarial_curve
+from tai.principles.security.adversarial import ATTACKS, AdversarialResult, adversarial_accuracy
+from tai.report.figures.security import adversarial_curve
 
 
 class AdversarialCallback(TaiCheckCallback):
     """Accuracy of the model on adversarially perturbed validation samples.
 
     Logs ``tai/adversarial/<attack>_mean_accuracy`` and ``<attack>_accuracy_<eps>`` per
-    radius (:meth:`tai.adversarial.AdversarialResult.as_dict`); the accuracy-against-ε
+    radius (:meth:`tai.principles.security.adversarial.AdversarialResult.as_dict`); the
+    accuracy-against-ε
     curve goes to the loggers as a figure. PGD costs ``steps`` forward and backward
     passes per sample and radius: keep ``budget`` small or ``every_n_epochs`` large.
 

@@ -8,8 +8,8 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.calibration import CalibrationResult, calibration_summary
-from tai.plots import reliability_diagram
+from tai.principles.reliability.calibration import CalibrationResult, calibration_summary
+from tai.report.figures.reliability import reliability_diagram
 
 
 class CalibrationCallback(TaiCheckCallback):

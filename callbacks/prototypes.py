@@ -11,10 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.attribution_methods import METHODS, attribute
-from tai.explain import deletion_auc
-from tai.explain_plots import prototype_figure
-from tai.prototypes import Prototypes, select_prototypes
+from tai.principles.transparency.attribution_methods import METHODS, attribute
+from tai.principles.transparency.explain import deletion_auc
+from tai.principles.transparency.prototypes import Prototypes, select_prototypes
+from tai.report.figures.explanations import prototype_figure
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class PrototypeExplanationCallback(TaiCheckCallback):
     Args:
         per_class: prototypes per class.
         embedding_layer: name of the penultimate layer when the module has no ``embed``.
-        method: the attribution method, one of :data:`tai.attribution_methods.METHODS`.
+        method: the attribution method, one of
+        :data:`tai.principles.transparency.attribution_methods.METHODS`.
         n_steps: Integrated Gradients steps.
         deletion_steps: steps of the deletion curve.
         budget: at most this many validation samples per check.

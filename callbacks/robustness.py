@@ -9,9 +9,13 @@ import pytorch_lightning as pl
 from torch import Tensor
 
 from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
-from tai.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES, available_corruptions
-from tai.plots import robustness_curve
-from tai.robustness import RobustnessResult, corruption_accuracy
+from tai.principles.reliability.corruptions import (
+    DEFAULT_CORRUPTIONS,
+    SEVERITIES,
+    available_corruptions,
+)
+from tai.principles.reliability.robustness import RobustnessResult, corruption_accuracy
+from tai.report.figures.reliability import robustness_curve
 
 
 class RobustnessCallback(TaiCheckCallback):
@@ -22,7 +26,8 @@ class RobustnessCallback(TaiCheckCallback):
     the loggers as a figure.
 
     Args:
-        corruptions: names from :func:`tai.corruptions.available_corruptions`.
+        corruptions: names from
+        :func:`tai.principles.reliability.corruptions.available_corruptions`.
         severities: subset of 1..5.
         budget: at most this many validation samples per check.
         every_n_epochs: run every n-th validation epoch; the last epoch always runs.

@@ -23,8 +23,8 @@ from flows.stores import make_data_store
 from infra.datastore.base import DataStore
 from infra.sample_data import write_mnist_sample
 from infra.settings import Settings
-from tai.corruptions import corrupt
-from tai.data_profile import load_image, scan_dataset
+from tai.data.profile import load_image, scan_dataset
+from tai.principles.reliability.corruptions import corrupt
 
 
 def import_sample(settings: Settings) -> str:

@@ -7,7 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from infra.datastore.base import DataVersion
-from tai.policy import GatePolicy
+from tai import tags
+from tai.gates.policy import GatePolicy
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def lineage_tags(data: DataVersion, policy: GatePolicy) -> dict[str, str]:
     """Data version, code version and policy hash, as MLflow tags."""
     return {
         **data.as_tags(),
-        "tai.code.version": code_version(),
-        "tai.policy.sha256": policy.sha256,
-        "tai.policy.source": policy.source,
+        tags.CODE_VERSION: code_version(),
+        tags.POLICY_SHA256: policy.sha256,
+        tags.POLICY_SOURCE: policy.source,
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,13 +12,18 @@ from flows.preflight import load_gate_policy
 from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
 from flows.tasks.data_drift import compare_with_baseline, drift_metrics, drift_not_applicable
-from flows.tasks.evaluation import calibrate, evaluate, load_champion, weights_config
+from flows.tasks.evaluation import (
+    calibrate,
+    compare_with_champion,
+    evaluate,
+    load_champion,
+    weights_config,
+)
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
-from tai.data_card import data_metrics
-from tai.evaluation import CHAMPION_METRICS
+from tai.data.card import data_metrics
 
 
 @dataclass(frozen=True)
@@ -96,17 +100,15 @@ def tai_pipeline(
         )
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
+        comparisons = compare_with_champion(evaluation, policy, settings.seed)
         decision = judge(
             policy,
             {**evaluation.metrics, **data_numbers},
-            {
-                **champion_gates_not_applicable(evaluation.metrics, champion),
-                **drift_not_applicable(drift),
-                **evaluation.not_applicable(),
-            },
+            {**drift_not_applicable(drift), **evaluation.not_applicable()},
             evaluation.bounds,
-            evaluation.comparisons,
+            comparisons,
         )
+        mlflow.log_json(run_id, decision.as_dict(), "tai/gate_decision.json")
         example = trained.data.splits["test"].images[:2]
         mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
         promotion = register_and_promote(
@@ -121,6 +123,7 @@ def tai_pipeline(
             classes=trained.data.classes,
             defer_threshold=calibrated.abstention_threshold,
             approval_timeout_s=policy.approval.timeout_s if policy.approval.required else None,
+            comparisons=comparisons,
         )
     except BaseException:
         mlflow.end_run(run_id, failed=True)
@@ -158,14 +161,3 @@ def settings_params(settings: Settings) -> dict[str, object]:
         "dataset",
     )
     return {k: getattr(settings, k) for k in keys}
-
-
-def champion_gates_not_applicable(metrics: dict[str, float], champion) -> dict[str, str]:
-    """Comparisons with the champion that cannot be made, with the reason (gates skip them)."""
-    if champion is None:
-        return {m: "no champion to compare with" for m in CHAMPION_METRICS}
-    return {
-        m: f"undefined against champion version {champion.version}"
-        for m in CHAMPION_METRICS
-        if math.isnan(metrics[m])
-    }

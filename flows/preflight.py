@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flows.stores import make_data_store
 from infra.datastore.base import DataVersion
 from infra.settings import Settings, SettingsError
-from tai.policy import GatePolicy, PolicyError, load_policy
+from tai.gates.policy import GatePolicy, load_policy
+
+if TYPE_CHECKING:
+    from tai.evaluation.registry import CheckOptions
 
 
 def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]:
@@ -19,30 +24,39 @@ def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]
 
 
 def load_gate_policy(settings: Settings) -> GatePolicy:
-    """The gate policy, checked against what this configuration's evaluation reports.
+    """The gate policy, checked against the metrics this configuration's checks declare.
 
     Raises:
         PolicyError: the file is missing or malformed, names an unknown metric, asks a
-            confidence bound or a champion comparison the evaluation cannot compute.
+            confidence bound or a champion comparison the checks do not compute.
     """
-    from tai.gate_evidence import BOUNDED_METRICS, COMPARABLE_METRICS
+    from tai.evaluation.registry import metric_specs
 
-    policy = load_policy(settings.policy_file, gate_metric_names(settings))
-    unbounded = [m for m in policy.bound_metrics() if m not in BOUNDED_METRICS]
-    if unbounded:
-        raise PolicyError(
-            f"{policy.source}: no confidence bound is computed for "
-            f"{', '.join(map(repr, unbounded))}; `use: lower|upper` works with "
-            f"{', '.join(BOUNDED_METRICS)} (or judge the point value: `use: point`)"
-        )
-    incomparable = [m for m in policy.comparison_metrics() if m not in COMPARABLE_METRICS]
-    if incomparable:
-        raise PolicyError(
-            f"{policy.source}: the champion section cannot compare "
-            f"{', '.join(map(repr, incomparable))}; paired comparisons exist for "
-            f"{', '.join(COMPARABLE_METRICS)}"
-        )
-    return policy
+    return load_policy(settings.policy_file, metric_specs(check_options(settings)))
+
+
+def check_options(settings: Settings) -> CheckOptions:
+    """The evaluation's budgets and switches, from the settings.
+
+    Raises:
+        SettingsError: a corruption plugin does not load or a corruption is unknown.
+    """
+    from tai.evaluation.registry import CheckOptions
+
+    budget = settings.tai_budget
+    return CheckOptions(
+        corruptions=tuple(check_corruptions(settings)),
+        corruption_budget=max(budget, 8),
+        epsilons=tuple(settings.adversarial_epsilons),
+        pgd_steps=settings.pgd_steps,
+        adversarial_budget=max(budget // 2, 8),
+        certify=settings.certify,
+        certify_sigma=settings.certify_sigma,
+        certify_n0=settings.certify_n0,
+        certify_n=settings.certify_n,
+        certify_budget=settings.certify_budget,
+        membership_budget=max(budget, 8),
+    )
 
 
 def check_corruptions(settings: Settings) -> list[str]:
@@ -51,7 +65,10 @@ def check_corruptions(settings: Settings) -> list[str]:
     Raises:
         SettingsError: a plugin does not load, or a corruption name is unknown.
     """
-    from tai.corruptions import available_corruptions, load_corruption_plugins
+    from tai.principles.reliability.corruptions import (
+        available_corruptions,
+        load_corruption_plugins,
+    )
 
     try:
         load_corruption_plugins(settings.corruption_plugins)
@@ -65,19 +82,3 @@ def check_corruptions(settings: Settings) -> list[str]:
             f"available: {', '.join(known)} (or register your own with TAI_CORRUPTION_PLUGINS)"
         )
     return list(settings.corruptions)
-
-
-def gate_metric_names(settings: Settings | None = None) -> list[str]:
-    """Every metric a gate may name: the TAI report's and the data card's (with the
-    default corruptions when no settings are given)."""
-    from tai.corruptions import DEFAULT_CORRUPTIONS
-    from tai.data_card import DATA_METRIC_NAMES
-    from tai.data_drift import DRIFT_METRIC_NAMES
-    from tai.evaluation import report_metric_names
-
-    corruptions = check_corruptions(settings) if settings else DEFAULT_CORRUPTIONS
-    return [
-        *report_metric_names(corruptions),
-        *DATA_METRIC_NAMES,
-        *DRIFT_METRIC_NAMES,
-    ]

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from flows.pipeline import PipelineResult
 from infra.mlflow_store import ModelVersionInfo
+from tai import tags
 
 
 def describe_result(result: PipelineResult) -> str:
@@ -37,7 +38,7 @@ def _champion_cell(version: ModelVersionInfo) -> str:
     """``yes`` for the champion; else a pending or rejected human approval, if any."""
     if version.is_champion:
         return "yes"
-    approval = version.tags.get("tai.approval", "")
+    approval = version.tags.get(tags.APPROVAL, "")
     return approval if approval in ("pending", "rejected") else ""
 
 
@@ -60,9 +61,9 @@ def versions_table(
         robust = m.get("mean_corruption_accuracy")
         robust = "-" if robust is None else f"{robust:.4f}"
         rows.append(
-            f"{v.version:>7}  {v.tags.get('tai.data.commit', '?')[:12]:12}  {acc:>8}  {ece:>7}  "
+            f"{v.version:>7}  {v.tags.get(tags.DATA_COMMIT, '?')[:12]:12}  {acc:>8}  {ece:>7}  "
             f"{robust:>8}  "
             f"{'pass' if v.gates_passed else 'FAIL':6}  {_champion_cell(v):8}  "
-            f"{v.tags.get('tai.report', '')}"
+            f"{v.tags.get(tags.REPORT, '')}"
         )
     return "\n".join(rows)

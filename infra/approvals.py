@@ -22,20 +22,21 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
 from infra.mlflow_store import MlflowStore, RegistryError
+from tai import tags
 
 PENDING = "pending"
 APPROVED = "approved"
 REJECTED = "rejected"
 NOT_REQUESTED = "none"
 
-TAG = "tai.approval"
-TAG_REQUESTED_AT = "tai.approval.requested_at"
-TAG_DEADLINE = "tai.approval.deadline"
-TAG_FLOW_RUN = "tai.approval.flow_run_id"
-TAG_POLL = "tai.approval.poll_s"
-TAG_REVIEWER = "tai.approval.reviewer"
-TAG_REASON = "tai.approval.reason"
-TAG_DECIDED_AT = "tai.approval.decided_at"
+TAG = tags.APPROVAL
+TAG_REQUESTED_AT = tags.APPROVAL_REQUESTED_AT
+TAG_DEADLINE = tags.APPROVAL_DEADLINE
+TAG_FLOW_RUN = tags.APPROVAL_FLOW_RUN
+TAG_POLL = tags.APPROVAL_POLL
+TAG_REVIEWER = tags.APPROVAL_REVIEWER
+TAG_REASON = tags.APPROVAL_REASON
+TAG_DECIDED_AT = tags.APPROVAL_DECIDED_AT
 
 
 class ApprovalError(RegistryError):
@@ -120,7 +121,7 @@ def request_approval(
     if not info.gates_passed:
         raise ApprovalError(
             f"version {info.version} failed its gates, so it cannot be put up for approval "
-            f"({info.tags.get('tai.gates.reasons', 'tai.gates.passed is not true')})"
+            f"({info.tags.get(tags.GATES_REASONS, f'{tags.GATES_PASSED} is not true')})"
         )
     if current.state in (APPROVED, REJECTED):
         raise ApprovalError(
@@ -128,14 +129,14 @@ def request_approval(
             f"({current.explain()}); register a new version to ask again"
         )
     now = now or datetime.now(UTC)
-    tags = {TAG_REQUESTED_AT: _stamp(now)}
+    updates = {TAG_REQUESTED_AT: _stamp(now)}
     if timeout_s is not None:
-        tags[TAG_DEADLINE] = _stamp(now + timedelta(seconds=timeout_s))
+        updates[TAG_DEADLINE] = _stamp(now + timedelta(seconds=timeout_s))
     if flow_run_id is not None:
-        tags[TAG_FLOW_RUN] = str(flow_run_id)
+        updates[TAG_FLOW_RUN] = str(flow_run_id)
     if poll_s is not None:
-        tags[TAG_POLL] = f"{poll_s:g}"
-    for key, value in {**tags, TAG: PENDING}.items():
+        updates[TAG_POLL] = f"{poll_s:g}"
+    for key, value in {**updates, TAG: PENDING}.items():
         store.set_version_tag(info.version, key, value)
     return approval_of(store, info.version)
 

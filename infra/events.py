@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tai import tags
+
 EVENT_DATA_MERGED = "tai.data.merged"
 STORES = ("oxen", "lakefs")
 
@@ -88,9 +90,9 @@ def data_merged_event(
         "resource": {
             "prefect.resource.id": resource_id,
             "prefect.resource.name": f"{repository}@{branch}",
-            "tai.data.store": store,
-            "tai.data.repository": repository,
-            "tai.data.branch": branch,
+            tags.DATA_STORE: store,
+            tags.DATA_REPOSITORY: repository,
+            tags.DATA_BRANCH: branch,
         },
         "payload": {
             "store": store,

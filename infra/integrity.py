@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tai import tags
+
 __all__ = [
     "WEIGHTS_FILE",
     "WEIGHTS_SHA256_TAG",
@@ -33,10 +35,10 @@ __all__ = [
     "weights_sha256_tag",
 ]
 
-WEIGHTS_SHA256_TAG = "tai.weights_sha256"
+WEIGHTS_SHA256_TAG = tags.WEIGHTS_SHA256
 """Key of the digest as MLflow run param, run tag and model-version tag."""
 
-MODEL_SHA256_TAG = "tai.model_sha256"
+MODEL_SHA256_TAG = tags.MODEL_SHA256
 """Key of the digest of every file of the logged (servable) model, as model-version tag."""
 
 WEIGHTS_FILE = "state_dict.pt"

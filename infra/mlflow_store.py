@@ -38,6 +38,7 @@ from infra.integrity import (
     verify_sha256,
 )
 from infra.settings import Settings
+from tai import tags
 
 __all__ = [
     "CHAMPION",
@@ -73,7 +74,7 @@ class ModelVersionInfo:
 
     @property
     def gates_passed(self) -> bool:
-        return self.tags.get("tai.gates.passed") == "true"
+        return self.tags.get(tags.GATES_PASSED) == "true"
 
 
 class MlflowStore:

@@ -2,7 +2,7 @@
 
 ``mlflow models serve -m models:/<name>@champion`` serves it as is. For each image of a
 batch ``(N, C, H, W)`` of floats in ``[0, 1]`` it answers the predicted class label, its
-confidence after temperature scaling (Guo et al. 2017, see :mod:`tai.temperature`), the
+confidence after temperature scaling (Guo et al. 2017, see :mod:`tai.modeling.temperature`), the
 calibrated class probabilities, and a decision: ``"predict"``, or ``"defer_to_human"`` when
 the confidence is below the abstention threshold chosen on validation (selective prediction,
 Geifman & El-Yaniv 2017). A threshold of ``None`` never defers.
@@ -255,7 +255,7 @@ class TaiClassifier(mlflow.pyfunc.PythonModel):
     """The served classifier: temperature-scaled probabilities and a defer decision.
 
     Artifacts: ``weights`` (``state_dict.pt`` of a
-    :class:`~tai.temperature.TemperatureScaledModel`) and ``config`` (JSON from
+    :class:`~tai.modeling.temperature.TemperatureScaledModel`) and ``config`` (JSON from
     :func:`serving_config`). ``model_config`` passed to ``mlflow.pyfunc.load_model`` may hold
     ``expected_weights_sha256``: the registry's digest (the version's ``tai.weights_sha256``
     tag), checked as well. A server gets it from the environment::
@@ -267,8 +267,8 @@ class TaiClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from tai.models import build_model
-        from tai.temperature import TemperatureScaledModel
+        from tai.modeling.models import build_model
+        from tai.modeling.temperature import TemperatureScaledModel
 
         config = json.loads(Path(context.artifacts["config"]).read_text())
         # "" (the logged default) means "nothing to check beyond the config's digest".

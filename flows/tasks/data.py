@@ -15,9 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from flows.lineage import code_version
 from flows.tasks._retry import retry_transient
 from infra.datastore.base import DataStore, DataVersion
-from tai.data_card import build_data_card, factor_figure
-from tai.data_profile import DatasetError
-from tai.trust_report import figure_png
+from tai.data.card import build_data_card, factor_traversals
+from tai.data.profile import DatasetError
+from tai.report.figures.canvas import figure_png
+from tai.report.figures.data import factor_traversal_figure
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -62,7 +63,7 @@ def data_card(
     """Validate the dataset and profile it; cached by (commit, code version, options).
 
     Raises:
-        tai.data_profile.DatasetError: the dataset is malformed (missing split, empty
+        tai.data.profile.DatasetError: the dataset is malformed (missing split, empty
             class, undecodable image, ...). Nothing is trained or registered then.
     """
     options = {
@@ -86,7 +87,9 @@ def data_card(
         ) from None
     card = {**card, "data_version": version.as_tags(), "code_version": code_version()}
     # The figure first: the card's JSON is what marks the cache entry complete.
-    write_atomically(png, figure_png(factor_figure(root, dataset, seed=seed)))
+    write_atomically(
+        png, figure_png(factor_traversal_figure(*factor_traversals(root, dataset, seed=seed)))
+    )
     write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
     return DataCard(card, png)
 

@@ -2,7 +2,7 @@
 
 The baseline is the data commit of the current champion, else of the newest registered
 model version, in the same store and repository; the first model has none, and its
-drift gates are skipped. The comparison (:func:`tai.data_drift.data_drift`) is cached
+drift gates are skipped. The comparison (:func:`tai.data.drift.data_drift`) is cached
 by (baseline, commit, code version), like the data card.
 """
 
@@ -18,9 +18,10 @@ from flows.lineage import code_version
 from flows.tasks.data import DataCard, data_card, write_atomically
 from infra.datastore.base import DataStore, DataVersion
 from infra.mlflow_store import MlflowStore
-from tai.data_drift import DRIFT_METRIC_NAMES, data_drift
-from tai.data_profile import scan_dataset
-from tai.datamodule import load_split
+from tai import tags
+from tai.data.drift import DRIFT_METRIC_NAMES, data_drift
+from tai.data.images import load_split
+from tai.data.profile import scan_dataset
 
 # Training images per commit that enter the factor-drift tests (bounds their cost).
 DRIFT_IMAGES = 1000
@@ -32,13 +33,13 @@ def baseline_version(registry: MlflowStore, version: DataVersion) -> DataVersion
     champion = registry.champion()
     candidates = ([champion] if champion else []) + registry.list_versions()[::-1]
     for model in candidates:
-        tags = model.tags
+        labels = model.tags
         if (
-            tags.get("tai.data.store") == version.store
-            and tags.get("tai.data.repository") == version.repository
-            and tags.get("tai.data.commit")
+            labels.get(tags.DATA_STORE) == version.store
+            and labels.get(tags.DATA_REPOSITORY) == version.repository
+            and labels.get(tags.DATA_COMMIT)
         ):
-            commit = tags["tai.data.commit"]
+            commit = labels[tags.DATA_COMMIT]
             if commit == version.commit_id:
                 return None
             return DataVersion(version.store, version.repository, commit)

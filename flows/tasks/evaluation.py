@@ -12,20 +12,22 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.preflight import check_options
 from flows.tasks._retry import retry_transient
 from flows.tasks.training import TrainedModel
 from infra.integrity import WEIGHTS_SHA256_TAG
 from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings
-from tai.data_card import image_groups
-from tai.data_profile import scan_dataset
-from tai.evaluation import Evaluation, evaluate_model, model_embeddings, predict_logits
-from tai.models import build_model
-from tai.policy import GatePolicy
-from tai.principle_checks import CheckOptions
-from tai.robustness import RobustnessResult
-from tai.selective import abstention_threshold
-from tai.temperature import TemperatureFit, TemperatureScaledModel, fit_temperature
+from tai.data.card import image_groups
+from tai.data.profile import scan_dataset
+from tai.evaluation.evaluate import Evaluation, evaluate_model
+from tai.evaluation.inference import model_embeddings, predict_logits
+from tai.gates.evidence import champion_comparisons
+from tai.gates.policy import GatePolicy
+from tai.modeling.models import build_model
+from tai.modeling.temperature import TemperatureScaledModel
+from tai.principles.autonomy.selective import abstention_threshold
+from tai.principles.reliability.temperature import TemperatureFit, fit_temperature
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,10 @@ def calibrate(trained: TrainedModel, target_coverage: float) -> CalibratedModel:
 
 @dataclass(frozen=True)
 class Champion:
-    """The current champion, rebuilt, and its robustness on its own test split."""
+    """The current champion, rebuilt from its verified weights."""
 
     version: str
     model: torch.nn.Module
-    robustness: RobustnessResult
 
 
 @task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -74,13 +75,7 @@ def load_champion(store: MlflowStore) -> Champion | None:
     champion = store.champion()
     if champion is None:
         return None
-    report = store.load_json(champion.run_id, "tai/tai_report.json")["robustness"]
-    robustness = RobustnessResult(
-        clean_accuracy=report["clean_accuracy"],
-        accuracy=report["accuracy"],
-        severities=tuple(report["severities"]),
-    )
-    return Champion(champion.version, _rebuild(store, champion), robustness)
+    return Champion(champion.version, _rebuild(store, champion))
 
 
 def _rebuild(store: MlflowStore, champion: ModelVersionInfo) -> torch.nn.Module:
@@ -148,22 +143,6 @@ def cached_embeddings(
     return embeddings
 
 
-def check_options(settings: Settings, policy: GatePolicy) -> CheckOptions:
-    """The evaluation's budgets and switches, from the settings and the policy."""
-    return CheckOptions(
-        epsilons=tuple(settings.adversarial_epsilons),
-        pgd_steps=settings.pgd_steps,
-        adversarial_budget=max(settings.tai_budget // 2, 8),
-        certify=settings.certify,
-        certify_sigma=settings.certify_sigma,
-        certify_n0=settings.certify_n0,
-        certify_n=settings.certify_n,
-        certify_budget=settings.certify_budget,
-        membership_budget=max(settings.tai_budget, 8),
-        confidence=policy.confidence,
-    )
-
-
 @task(cache_policy=NO_CACHE)
 def evaluate(
     calibrated: CalibratedModel,
@@ -173,7 +152,7 @@ def evaluate(
     data_commit: str,
     champion: Champion | None = None,
 ) -> Evaluation:
-    """Run the TAI checks on the held-out test split with the deployed model."""
+    """Run every registered check on the held-out test split with the deployed model."""
     test = trained.data.splits["test"]
     groups = expected_groups = None
     if settings.group_column:
@@ -191,19 +170,30 @@ def evaluate(
         test.images,
         test.targets,
         classes=trained.data.classes,
-        corruptions=settings.corruptions,
-        robustness_budget=max(settings.tai_budget, 8),
-        temperature=calibrated.fit,
-        reference_model=champion.model if champion else None,
-        reference_robustness=champion.robustness if champion else None,
+        options=check_options(settings),
         members=(train.images, train.targets),
+        champion=champion.model if champion else None,
         groups=groups,
         group_column=settings.group_column,
         expected_groups=expected_groups,
         abstention_threshold=calibrated.abstention_threshold,
-        checks=check_options(settings, policy),
+        temperature=calibrated.fit.temperature,
+        confidence=policy.confidence,
         bound_metrics=policy.bound_metrics(),
-        comparison_metrics=policy.comparison_metrics(),
         embeddings=embeddings,
         seed=settings.seed,
+    )
+
+
+def compare_with_champion(evaluation: Evaluation, policy: GatePolicy, seed: int):
+    """The paired comparisons the policy's champion gates judge; None without a champion."""
+    if evaluation.champion_probs is None:
+        return None
+    return champion_comparisons(
+        policy.comparison_metrics(),
+        evaluation.champion_probs,
+        evaluation.probs,
+        evaluation.targets,
+        confidence=policy.confidence,
+        seed=seed,
     )

@@ -16,12 +16,14 @@ from flows.tasks.approval import await_approval
 from flows.tasks.data import DataCard
 from infra.approvals import Approval
 from infra.mlflow_store import MlflowStore
-from tai.evaluation import Evaluation
-from tai.policy import GateDecision, GatePolicy, evaluate_gates
-from tai.significance import PairedDifference
-from tai.trust_report import ReportContext, data_figures, render_trust_report, report_figures
+from tai import tags
+from tai.evaluation.evaluate import Evaluation
+from tai.gates.decision import GateDecision, evaluate_gates
+from tai.gates.policy import GatePolicy
+from tai.gates.significance import PairedDifference
+from tai.report.trust_report import ReportContext, data_figures, render_trust_report, report_figures
 
-DEFER_TAG = "tai.defer_threshold"
+DEFER_TAG = tags.DEFER_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -58,12 +60,12 @@ def judge(
 
 
 def gate_tags(decision: GateDecision) -> dict[str, str]:
-    tags = {"tai.gates.passed": str(decision.passed).lower()}
+    out = {tags.GATES_PASSED: str(decision.passed).lower()}
     for r in decision.results:
-        tags[f"tai.gate.{r.key}"] = r.explain()
+        out[tags.gate_tag(r.key)] = r.explain()
     if decision.reasons:
-        tags["tai.gates.reasons"] = "; ".join(decision.reasons)
-    return tags
+        out[tags.GATES_REASONS] = "; ".join(decision.reasons)
+    return out
 
 
 @task(retries=1, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
@@ -80,6 +82,7 @@ def register_and_promote(
     classes: list[str],
     defer_threshold: float | None,
     approval_timeout_s: int | None = None,
+    comparisons: dict[str, PairedDifference] | None = None,
 ) -> Promotion:
     """Register a new model version with lineage and gate tags, write its trust report,
     and make it `champion` only if every gate passed (and, when the policy asks for it,
@@ -105,7 +108,7 @@ def register_and_promote(
             log.info("version %s passed every gate; waiting for a person's approval", version)
             approval = await_approval(store, version, timeout_s=approval_timeout_s)
         promoted = decision.passed and (approval is None or approval.approved)
-        tags = store.get_version(version).tags
+        version_tags = store.get_version(version).tags
         context = ReportContext(
             model_name=store.model_name,
             version=version,
@@ -115,8 +118,9 @@ def register_and_promote(
             champion_version=previous.version if previous else None,
             created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             data_card=data.card,
-            version_tags=tags,
+            version_tags=version_tags,
             approval=approval.as_dict() if approval else None,
+            comparisons=comparisons,
         )
         figures = {
             **report_figures(evaluation),
@@ -127,7 +131,7 @@ def register_and_promote(
         reports_dir.mkdir(parents=True, exist_ok=True)
         report_path.write_text(html)
         store.log_file(run_id, report_path, "tai")
-        store.set_version_tag(version, "tai.report", str(report_path))
+        store.set_version_tag(version, tags.REPORT, str(report_path))
         if promoted:
             store.set_champion(version)
     except BaseException:

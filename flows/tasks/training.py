@@ -14,8 +14,8 @@ from pytorch_lightning.loggers import MLFlowLogger
 
 from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
 from infra.settings import Settings
-from tai.datamodule import FolderDataModule
-from tai.lightning_module import ClassifierModule
+from tai.modeling.datamodule import FolderDataModule
+from tai.modeling.module import ClassifierModule
 
 
 @dataclass

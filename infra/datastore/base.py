@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from tai import tags
+
 ChangeKind = Literal["added", "removed", "modified"]
 
 
@@ -57,9 +59,9 @@ class DataVersion:
     def as_tags(self) -> dict[str, str]:
         """Tags for MLflow runs and model versions (data lineage)."""
         return {
-            "tai.data.store": self.store,
-            "tai.data.repository": self.repository,
-            "tai.data.commit": self.commit_id,
+            tags.DATA_STORE: self.store,
+            tags.DATA_REPOSITORY: self.repository,
+            tags.DATA_COMMIT: self.commit_id,
         }
 
 

@@ -14,8 +14,8 @@ from callbacks import (
     PrototypeExplanationCallback,
     RobustnessCallback,
 )
-from tai.calibration import calibration_summary
-from tai.lightning_module import ClassifierModule
+from tai.modeling.module import ClassifierModule
+from tai.principles.reliability.calibration import calibration_summary
 
 
 def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
@@ -191,7 +191,7 @@ def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, 
 
 
 def test_adversarial_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
-    from tai.adversarial import adversarial_accuracy
+    from tai.principles.security.adversarial import adversarial_accuracy
 
     seen = {}
 

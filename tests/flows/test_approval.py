@@ -19,7 +19,7 @@ from prefect.flow_runs import resume_flow_run
 from prefect.states import Paused, Running
 from typer.testing import CliRunner
 
-from flows.approval_cli import approve, reject
+from flows.cli.approval import approve, reject
 from flows.tasks.approval import ApprovalInput, await_approval, decide
 from infra.approvals import Approval, ApprovalError, approval_of, request_approval
 from infra.mlflow_store import MlflowStore

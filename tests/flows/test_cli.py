@@ -77,7 +77,8 @@ def test_run_on_a_malformed_dataset(tiny_settings, tmp_path, damage, pattern):
     [
         (
             "gates: [{metric: acuracy, min: 0.9}]",
-            "unknown metric 'acuracy'; the TAI report provides: ",
+            "unknown metric 'acuracy'; did you mean 'accuracy' or 'aurc' or 'clean_accuracy'\\? "
+            "`tai metrics` lists the 101 metrics the checks report",
         ),
         (
             "gates: [{metric: accuracy, min: ninety}]",

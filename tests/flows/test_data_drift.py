@@ -18,7 +18,7 @@ from flows.tasks.data_drift import (
 )
 from infra.datastore.base import DataVersion
 from infra.mlflow_store import ModelVersionInfo
-from tai.data_drift import DRIFT_METRIC_NAMES
+from tai.data.drift import DRIFT_METRIC_NAMES
 from tests.conftest import write_tiny_dataset
 from tests.flows.conftest import commit_dataset
 

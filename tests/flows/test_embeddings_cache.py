@@ -7,8 +7,8 @@ import torch
 
 import flows.tasks.evaluation as evaluation
 from flows.tasks.evaluation import cached_embeddings, weights_digest
-from tai.evaluation import model_embeddings
-from tai.models import build_model
+from tai.evaluation.evaluate import model_embeddings
+from tai.modeling.models import build_model
 
 
 @pytest.fixture

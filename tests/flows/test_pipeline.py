@@ -133,7 +133,7 @@ def test_group_fairness_from_metadata_csv(tiny_settings, tmp_path):
 
 
 def test_a_users_corruption_runs_in_callbacks_report_and_gates(tiny_settings, tiny_repo):
-    import tai.corruptions as corruptions_module
+    import tai.principles.reliability.corruptions as corruptions_module
 
     saved = dict(corruptions_module._REGISTRY)
     tiny_settings.policy_file.write_text(
@@ -142,7 +142,7 @@ def test_a_users_corruption_runs_in_callbacks_report_and_gates(tiny_settings, ti
     )
     settings = tiny_settings.model_copy(
         update={
-            "corruption_plugins": ["tests.tai.test_corruptions:raindrops"],
+            "corruption_plugins": ["tests.tai.principles.reliability.test_corruptions:raindrops"],
             "corruptions": ["raindrops", "contrast"],
         }
     )

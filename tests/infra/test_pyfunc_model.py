@@ -35,8 +35,8 @@ from infra.pyfunc_model import (
     validate_images,
 )
 from infra.settings import load_settings
-from tai.models import build_model
-from tai.temperature import TemperatureScaledModel
+from tai.modeling.models import build_model
+from tai.modeling.temperature import TemperatureScaledModel
 
 CLASSES = ["cat", "dog", "eel"]
 SHAPE = (1, 16, 16)

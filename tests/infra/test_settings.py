@@ -44,7 +44,7 @@ def test_a_missing_settings_file_is_reported(tmp_path, monkeypatch):
 
 
 def test_default_corruptions_are_the_cheap_built_in_subset(tmp_path, monkeypatch):
-    from tai.corruptions import DEFAULT_CORRUPTIONS
+    from tai.principles.reliability.corruptions import DEFAULT_CORRUPTIONS
 
     monkeypatch.chdir(tmp_path)
     assert tuple(load_settings().corruptions) == DEFAULT_CORRUPTIONS

@@ -1,0 +1,162 @@
+"""`tai run`, `tai demo`, `tai models`, `tai report`, `tai metrics`, `tai serve` and
+`tai webhook`: the pipeline and what it registered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli.common import cli_errors, fail
+from flows.cli.common import settings as current_settings
+from tai import tags
+
+app = typer.Typer()
+
+
+@app.command()
+@cli_errors
+def run(
+    branch: Annotated[
+        str, typer.Option(help="Data branch; its head is pinned at the start.")
+    ] = "main",
+    commit: Annotated[str | None, typer.Option(help="Data commit id (overrides --branch).")] = None,
+) -> None:
+    """Run the pipeline (data engineering, training, evaluation, gates, promotion) once."""
+    settings = current_settings()
+    from flows.preflight import check_inputs
+
+    _, version = check_inputs(settings, commit or branch)  # fail fast, before Prefect starts
+    from flows.pipeline import tai_pipeline
+    from flows.summary import describe_result
+
+    result = tai_pipeline(branch=branch, commit=version.commit_id, settings=settings)
+    typer.echo(describe_result(result))
+
+
+@app.command()
+@cli_errors
+def demo() -> None:
+    """Import the MNIST sample if needed, run the pipeline, change the data, run again."""
+    settings = current_settings()
+    from flows.demo import run_demo
+
+    typer.echo(run_demo(settings, echo=typer.echo))
+
+
+@app.command()
+@cli_errors
+def serve(
+    cron: Annotated[str, typer.Option(help="Schedule of the nightly retraining.")] = "0 3 * * *",
+) -> None:
+    """Serve the pipeline's deployments: on data merge, nightly, manual (needs PREFECT_API_URL)."""
+    settings = current_settings()
+    from flows.deployments import serve_pipeline
+
+    serve_pipeline(
+        branch=settings.data_branch,
+        cron=cron,
+        store=settings.data_store,
+        repository=settings.data_repository,
+    )
+
+
+@app.command()
+@cli_errors
+def webhook(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Receive lakeFS post-merge webhooks and emit `tai.data.merged` (needs PREFECT_API_URL)."""
+    settings = current_settings()
+    secret = settings.webhook_secret.get_secret_value()
+    if not secret:
+        fail(
+            "TAI_WEBHOOK_SECRET is not set; set it here and the same value as "
+            "LAKEFSACTION_TAI_WEBHOOK_SECRET on the lakeFS server"
+        )
+    from infra.webhook import serve_webhook
+
+    serve_webhook(
+        host, port, secret=secret, workspace=settings.workspace_dir, store=settings.data_store
+    )
+
+
+@app.command()
+@cli_errors
+def report(
+    version: Annotated[
+        str, typer.Argument(help="A model version number, or `champion`.")
+    ] = "champion",
+) -> None:
+    """Print the path of a model version's HTML trust report."""
+    settings = current_settings()
+    from infra.mlflow_store import MlflowStore, RegistryError
+
+    info = MlflowStore(settings).get_version(version)
+    path = info.tags.get(tags.REPORT)
+    if not path or not Path(path).is_file():
+        raise RegistryError(
+            f"version {info.version} has no trust report on this machine (expected at {path}); "
+            "it is also in the MLflow run's artifacts under tai/"
+        )
+    typer.echo(path)
+
+
+@app.command()
+@cli_errors
+def models() -> None:
+    """List the registered model versions with their data commit and gate outcome."""
+    settings = current_settings()
+    from flows.summary import versions_table
+    from infra.mlflow_store import MlflowStore
+
+    store = MlflowStore(settings)
+    versions = store.list_versions()
+    typer.echo(
+        versions_table(versions, {v.version: store.test_metrics(v.run_id) for v in versions})
+    )
+
+
+@app.command()
+@cli_errors
+def metrics(
+    principle: Annotated[
+        str | None, typer.Option(help="Only this principle's metrics, e.g. fairness.")
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The README's table of every metric.")
+    ] = False,
+) -> None:
+    """List every metric a gate may name: its check, principle, direction and meaning."""
+    from flows.preflight import check_options
+    from tai.evaluation.registry import all_checks
+
+    if markdown:
+        from tai.report.metric_table import metrics_markdown
+
+        typer.echo(metrics_markdown())
+        return
+
+    options = check_options(current_settings())
+    rows = [
+        (m, c.principle.value)
+        for c in all_checks(options)
+        for m in c.metric_specs()
+        if principle is None or c.principle.value == principle
+    ]
+    if not rows:
+        fail(f"no metrics for principle {principle!r}; use one of {_principles()}")
+    width = max(len(m.name) for m, _ in rows)
+    for spec, of in rows:
+        arrow = {"higher": "↑", "lower": "↓"}.get(spec.direction, " ")
+        flags = [f for f, on in (("bounded", spec.bounded), ("comparable", spec.comparable)) if on]
+        extra = f"  [{', '.join(flags)}]" if flags else ""
+        typer.echo(f"{spec.name:{width}}  {arrow}  {of:12}  {spec.description}{extra}")
+
+
+def _principles() -> str:
+    from tai.check import Principle
+
+    return ", ".join(p.value for p in Principle)

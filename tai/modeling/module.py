@@ -1,0 +1,73 @@
+"""The LightningModule that trains any :class:`tai.modeling.models.Classifier`."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tai.modeling.models import Classifier, build_model
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training of a classifier with AdamW and a one-cycle schedule.
+
+    ``validation_step`` returns the batch's logits, so TAI callbacks reuse them instead
+    of running the model a second time.
+
+    Args:
+        model_name: a name from :data:`tai.modeling.models.MODEL_NAMES`.
+        in_channels: 1 for grayscale, 3 for RGB.
+        num_classes: number of classes.
+        classes: the class names, stored with the checkpoint for readable reports.
+        learning_rate: peak learning rate.
+        seed: seeds the weight initialisation.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        in_channels: int,
+        num_classes: int,
+        classes: list[str] | None = None,
+        learning_rate: float = 2e-3,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: Classifier = build_model(
+            model_name, in_channels=in_channels, num_classes=num_classes, seed=seed
+        )
+        self.classes = classes or [str(i) for i in range(num_classes)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.model.embed(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        return {"logits": logits.detach()}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate)
+        steps = self.trainer.estimated_stepping_batches
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.hparams.learning_rate, total_steps=max(int(steps), 1)
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

@@ -1,0 +1,54 @@
+"""Privacy check of the evaluation: membership inference against the training data."""
+
+from __future__ import annotations
+
+import torch
+
+from tai.check import (
+    Check,
+    CheckResult,
+    EvalContext,
+    MetricSpec,
+    Principle,
+    metric,
+    sample_indices,
+)
+from tai.principles.privacy.membership import membership_inference, per_sample_loss
+
+
+class MembershipInferenceCheck(Check):
+    """The loss-threshold membership-inference attack (Yeom et al. 2018) on a seeded
+    sample of training images (members) and test images (non-members).
+
+    Args:
+        budget: members and non-members attacked, each.
+    """
+
+    name = "membership_inference"
+    principle = Principle.PRIVACY
+    title = "Membership inference"
+
+    def __init__(self, budget: int = 1000) -> None:
+        self.budget = budget
+
+    def metric_specs(self) -> tuple[MetricSpec, ...]:
+        return (
+            metric("mia_auc", False, "AUC of the loss-threshold attack (0.5 = no leak)"),
+            metric("mia_advantage", False, "best TPR - FPR of the attack (0 = no leak)"),
+            metric("mia_yeom_advantage", False, "TPR - FPR at the mean training loss"),
+            metric("mia_tpr_at_1pct_fpr", False, "members found at 1% false positives"),
+        )
+
+    def run(self, ctx: EvalContext, generator: torch.Generator) -> CheckResult:
+        if ctx.members is None:
+            return self.not_applicable("no training images were given", {"privacy": None})
+        inside = sample_indices(len(ctx.members), self.budget, generator)
+        members = ctx.members.load(inside)
+        outside = ctx.sample(self.budget, generator)
+        result = membership_inference(
+            per_sample_loss(ctx.model, members, ctx.members.targets[inside]),
+            per_sample_loss(ctx.model, ctx.images(outside), ctx.targets[outside]),
+            seed=int(torch.randint(2**31 - 1, (1,), generator=generator)),
+        )
+        values = {k: v for k, v in result.as_dict().items() if not k.startswith("mia_n_")}
+        return self.result(values, detail=result, section={"privacy": result.as_dict()})

@@ -1,0 +1,1157 @@
+"""Common image corruptions at five severities: ImageNet-C and its four extra corruptions.
+
+Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common Corruptions
+and Perturbations", ICLR 2019 (https://arxiv.org/abs/1903.12261). Definitions and
+parameters follow the ``imagecorruptions`` package (Michaelis et al. 2019,
+https://github.com/bethgelab/imagecorruptions, v1.1.2): Hendrycks' ``make_imagenet_c.py``
+generalised from 224x224 to any image size. Every corruption takes a batch
+``(N, C, H, W)`` of floats in ``[0, 1]`` with ``C`` = 1 or 3 and returns a tensor of the
+same shape and dtype, clamped to ``[0, 1]``. Random corruptions draw from a
+``torch.Generator`` seeded by ``seed``, so a call is deterministic given its inputs; each
+image gets its own draws (noise, angles, textures), as in ImageNet-C.
+
+:data:`IMAGENET_C_CORRUPTIONS` are the 15 of the benchmark, :data:`EXTRA_CORRUPTIONS` the
+four held-out ones. Parameters at severity 1, 2, 3, 4, 5 (``x`` the image, ``H x W`` its
+size, ``px`` pixels):
+
+==================  ==============================  =========================================
+name                operation                       parameters at severity 1 .. 5
+==================  ==============================  =========================================
+gaussian_noise      ``x + c N(0, 1)``               c = .08, .12, .18, .26, .38
+shot_noise          ``Poisson(c x) / c``            c = 60, 25, 12, 5, 3
+impulse_noise       salt & pepper on a fraction c   c = .03, .06, .09, .17, .27
+defocus_blur        disk of radius r px, smoothed   (r, s) = (3, .1), (4, .5), (6, .5),
+                    by a Gaussian of std s          (8, .5), (10, .5)
+glass_blur          blur s; k passes copying each   (s, d, k) = (.7, 1, 2), (.9, 2, 1),
+                    pixel from an offset in         (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)
+                    [-d, d)^2; blur s
+motion_blur         one-sided line of 2r + 1 taps   (r, s) = (10, 3), (15, 5), (15, 8),
+                    weighted exp(-i^2 / 2s^2),      (15, 12), (20, 15)
+                    angle ~ U(-45, 45) degrees
+zoom_blur           mean of x and its centre        z = arange(1, b, step), (b, step) =
+                    zoomed by each z                (1.11, .01), (1.16, .01), (1.21, .02),
+                                                    (1.26, .02), (1.31, .03)
+snow                flakes N(m, s) zoomed by z,     (m, s, z, t, r, sr, a) =
+                    kept above t, motion-blurred    (.1, .3, 3, .5, 10, 4, .8),
+                    (r, sr, angle ~ U(-135, -45)),  (.2, .3, 2, .5, 12, 4, .7),
+                    added and added rotated 180;    (.55, .3, 4, .9, 12, 8, .7),
+                    x whitened to a x + (1 - a)     (.55, .3, 4.5, .85, 12, 8, .65),
+                    max(x, 1.5 gray(x) + .5)        (.55, .3, 2.5, .85, 12, 12, .55)
+frost               ``a x + b frost``               (a, b) = (1, .4), (.8, .6), (.7, .7),
+                                                    (.65, .7), (.6, .75)
+fog                 ``(x + a plasma) max(x) /       (a, w) = (1.5, 2), (2, 2), (2.5, 1.7),
+                    (max(x) + a)``, diamond-square  (2.5, 1.5), (3, 1.4)
+                    plasma fractal with decay w
+brightness          HSV value ``v + c``             c = .1, .2, .3, .4, .5
+contrast            ``(x - mean) c + mean``         c = .4, .3, .2, .1, .05
+elastic_transform   bilinear warp by U(-.005 H,     alpha = 250 (.05, .065, .085, .1, .12)
+                    .005 H) noise smoothed by a
+                    Gaussian of std (.01 H, .01 W)
+                    and scaled by alpha
+pixelate            box downsampling to c H x c W,  c = .6, .5, .4, .3, .25
+                    nearest upsampling
+jpeg_compression    JPEG at quality q               q = 25, 18, 15, 10, 7
+speckle_noise       ``x + c x N(0, 1)``             c = .15, .2, .35, .45, .6
+gaussian_blur       Gaussian filter of std s px     s = 1, 2, 3, 4, 6
+spatter             liquid N(m, s) blurred by b,    (m, s, b, t, k, mud) =
+                    kept above t; water drops (pale (.65, .3, 4, .69, .6, 0),
+                    turquoise, strength k) or, if   (.65, .3, 3, .68, .6, 0),
+                    mud, brown mud (mask blurred    (.65, .3, 2, .68, .5, 0),
+                    by k)                           (.65, .3, 1, .65, 1.5, 1),
+                                                    (.67, .4, 1, .65, 1.5, 1)
+saturate            HSV saturation ``s a + b``      (a, b) = (.3, 0), (.1, 0), (2, 0),
+                                                    (5, .1), (20, .2)
+==================  ==============================  =========================================
+
+As in ``imagecorruptions``:
+
+- Image size. The parameters were tuned for 224-pixel images and most are in pixels, so
+  on small images (CIFAR, MNIST) the blurs are relatively stronger. ``imagecorruptions``,
+  and this module, scale four corruptions with the image: elastic (noise range and
+  smoothing proportional to ``H`` and ``W``), fog (plasma map of the next power of two
+  above the image size), glass blur (its pass covers the whole image) and frost (the
+  texture is cropped to the image; images larger than the photographs, about 350 x 550,
+  enlarge it). Motion blur drops the taps that would shift by a whole image.
+- Borders: Gaussian filters truncate at 4 std (3 for elastic) and replicate the border
+  (scipy ``mode="nearest"``; elastic smooths with ``mode="reflect"``); defocus pads by
+  reflection (OpenCV's default); shifts and zooms replicate the border; the elastic warp
+  samples with half-sample reflection (scipy ``map_coordinates(mode="reflect")``).
+- Glass blur: ImageNet-C's "swap" ``x[h, w], x[h', w'] = x[h', w'], x[h, w]`` acts on
+  numpy views, so it copies ``x[h', w']`` into ``x[h, w]`` rather than exchanging them; the
+  pass runs bottom-right to top-left, so a copied pixel can move again. This module
+  reproduces that sequential copy exactly (vectorised) and, like the original, quantises
+  to 8 bits between the two blurs.
+- Pixelate downsamples with PIL's box filter and upsamples nearest, as ``imagecorruptions``
+  (Hendrycks' 224-pixel script upsamples with the box filter too). Contrast's mean is per
+  image and channel. JPEG encodes the image quantised to 8 bits (libjpeg through
+  torchvision, 4:2:0 chroma subsampling like PIL's default).
+
+Deviations:
+
+- Frost: ImageNet-C blends photographs of frost shipped with its package. This module
+  does not read them: it generates a frost texture (needle-like crystals on smooth noise
+  at two scales, at a fixed pixel scale) whose mean colour and per-channel contrast are
+  those of one of the five photographs ``imagecorruptions`` draws from, picked at random
+  per image.
+- Spatter (water) follows ImageNet-C's OpenCV steps with kornia's Canny (L2 gradient
+  norm; OpenCV's default is L1), an exact truncated distance transform and OpenCV's
+  histogram equalisation; where no pixel reaches the liquid threshold the image is
+  returned unchanged (``imagecorruptions`` divides 0 by 0 there and returns a black image).
+- Grayscale (``C = 1``): corruptions defined per channel (noise, blurs, contrast, fog,
+  elastic, pixelate) act on the one channel; colour ones (brightness, saturate, snow,
+  frost, spatter) act on the image replicated to RGB and return its luminance
+  ``.299 R + .587 G + .114 B``; JPEG encodes a grayscale JPEG. ``imagecorruptions``
+  converts a grayscale image to RGB and returns RGB.
+- Randomness comes from ``torch.Generator``: the same seed gives other (equally
+  distributed) draws than ``imagecorruptions``' numpy.
+
+Add a corruption with :func:`register_corruption`, or load user and third-party
+corruptions with :func:`load_corruption_plugins`.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from types import MappingProxyType
+from typing import Any
+
+import kornia
+import numpy as np
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from scipy.fft import next_fast_len
+from torch import Tensor
+
+from tai.inputs import check_image_batch
+
+__all__ = [
+    "CORRUPTIONS",
+    "DEFAULT_CORRUPTIONS",
+    "ENTRY_POINT_GROUP",
+    "EXTRA_CORRUPTIONS",
+    "IMAGENET_C_CORRUPTIONS",
+    "SEVERITIES",
+    "Corruption",
+    "CorruptionFn",
+    "available_corruptions",
+    "corrupt",
+    "load_corruption_plugins",
+    "register_corruption",
+]
+
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+IMAGENET_C_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
+)
+"""The 15 ImageNet-C corruptions, in the paper's order (noise, blur, weather, digital)."""
+EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+"""The four held-out ImageNet-C corruptions, meant for validation rather than reporting."""
+DEFAULT_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "gaussian_blur",
+    "contrast",
+    "jpeg_compression",
+)
+"""A cheap subset (one noise, one blur, two digital) for checks that run during training."""
+ENTRY_POINT_GROUP = "tai.corruptions"
+"""Entry-point group that :func:`load_corruption_plugins` reads corruptions from."""
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as OpenCV and imagecorruptions' rgb2gray
+
+CorruptionFn = Callable[[Tensor, int, torch.Generator], Tensor]
+"""``fn(images, severity, generator) -> corrupted``; images ``(N, C, H, W)`` in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """A named corruption: ``fn(images, severity, generator)`` for severities 1..5.
+
+    Attributes:
+        name: registry name.
+        fn: the function; it may return values outside ``[0, 1]``, :func:`corrupt` clamps.
+        parameters: the parameter (a number or a tuple of numbers) per severity, for
+            documentation and reports (``None`` for a user function that does not declare
+            them).
+    """
+
+    name: str
+    fn: CorruptionFn
+    parameters: tuple[Any, ...] | None = None
+
+    def __call__(self, images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+        return self.fn(images, severity, generator)
+
+
+# --------------------------------------------------------------------------- parameters
+
+_GAUSSIAN_NOISE = (0.08, 0.12, 0.18, 0.26, 0.38)
+_SHOT_NOISE = (60.0, 25.0, 12.0, 5.0, 3.0)
+_IMPULSE_NOISE = (0.03, 0.06, 0.09, 0.17, 0.27)
+_SPECKLE_NOISE = (0.15, 0.2, 0.35, 0.45, 0.6)
+_GAUSSIAN_BLUR = (1.0, 2.0, 3.0, 4.0, 6.0)
+_DEFOCUS_BLUR = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))
+_GLASS_BLUR = ((0.7, 1, 2), (0.9, 2, 1), (1.0, 2, 3), (1.1, 3, 2), (1.5, 4, 2))
+_MOTION_BLUR = ((10, 3.0), (15, 5.0), (15, 8.0), (15, 12.0), (20, 15.0))
+# numpy's arange, as in imagecorruptions: its float steps give 12, 16, 11, 13, 11 factors.
+_ZOOM_BLUR = tuple(
+    tuple(np.arange(1, stop, step).tolist())
+    for stop, step in ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))
+)
+_SNOW = (
+    (0.1, 0.3, 3.0, 0.5, 10, 4.0, 0.8),
+    (0.2, 0.3, 2.0, 0.5, 12, 4.0, 0.7),
+    (0.55, 0.3, 4.0, 0.9, 12, 8.0, 0.7),
+    (0.55, 0.3, 4.5, 0.85, 12, 8.0, 0.65),
+    (0.55, 0.3, 2.5, 0.85, 12, 12.0, 0.55),
+)
+_FROST = ((1.0, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))
+_FOG = ((1.5, 2.0), (2.0, 2.0), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))
+_BRIGHTNESS = (0.1, 0.2, 0.3, 0.4, 0.5)
+_CONTRAST = (0.4, 0.3, 0.2, 0.1, 0.05)
+_ELASTIC = (250 * 0.05, 250 * 0.065, 250 * 0.085, 250 * 0.1, 250 * 0.12)
+_PIXELATE = (0.6, 0.5, 0.4, 0.3, 0.25)
+_JPEG_QUALITY = (25, 18, 15, 10, 7)
+_SPATTER = (
+    (0.65, 0.3, 4.0, 0.69, 0.6, 0),
+    (0.65, 0.3, 3.0, 0.68, 0.6, 0),
+    (0.65, 0.3, 2.0, 0.68, 0.5, 0),
+    (0.65, 0.3, 1.0, 0.65, 1.5, 1),
+    (0.67, 0.4, 1.0, 0.65, 1.5, 1),
+)
+_SATURATE = ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2))
+
+# Mean RGB and per-channel std of the frost photographs imagecorruptions picks from
+# (frost1, frost2, frost3 (a copy of frost2), frost4, frost5), measured once from its files.
+_FROST_PALETTES = (
+    ((0.305, 0.585, 0.650), (0.104, 0.064, 0.060)),
+    ((0.787, 0.805, 0.841), (0.083, 0.086, 0.088)),
+    ((0.787, 0.805, 0.841), (0.083, 0.086, 0.088)),
+    ((0.540, 0.599, 0.648), (0.110, 0.110, 0.116)),
+    ((0.441, 0.484, 0.528), (0.172, 0.168, 0.161)),
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _uniform(shape: Sequence[int], low: float, high: float, like: Tensor, g: torch.Generator):
+    return torch.rand(shape, generator=g, device=like.device, dtype=like.dtype) * (high - low) + low
+
+
+def _border_index(n: int, before: int, after: int, mode: str, device: torch.device) -> Tensor:
+    """Source index of each padded position along an axis of length ``n``.
+
+    Own code rather than ``F.pad``: torch's reflect padding must be shorter than the axis,
+    and it has no half-sample ("symmetric") mode; these work for any padding length.
+    """
+    i = torch.arange(-before, n + after, device=device)
+    if mode == "nearest":  # a a | a b c d | d d   (scipy "nearest", OpenCV REPLICATE)
+        return i.clamp(0, n - 1)
+    if mode == "reflect":  # b a | a b c d | d c   (scipy "reflect", numpy "symmetric")
+        i = i % (2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+    if n == 1:
+        return torch.zeros_like(i)
+    i = i % (2 * n - 2)  # c b | a b c d | c b     (scipy "mirror", OpenCV REFLECT_101)
+    return torch.where(i >= n, 2 * n - 2 - i, i)
+
+
+def _pad(x: Tensor, pad_h: int, pad_w: int, mode: str) -> Tensor:
+    h, w = x.shape[-2:]
+    # torch's own padding is a few times faster than two index_selects and copies the same
+    # values; it covers replication at any length and reflect-101 shorter than the axis.
+    if mode == "nearest" or (mode == "mirror" and pad_h < h and pad_w < w):
+        torch_mode = "replicate" if mode == "nearest" else "reflect"
+        return F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode=torch_mode)
+    rows = _border_index(x.shape[-2], pad_h, pad_h, mode, x.device)
+    cols = _border_index(x.shape[-1], pad_w, pad_w, mode, x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def _gaussian_filter(
+    x: Tensor, sigma: tuple[float, float], *, truncate: float = 4.0, mode: str = "nearest"
+) -> Tensor:
+    """``scipy.ndimage.gaussian_filter`` (what ``skimage.filters.gaussian`` runs) on H, W."""
+    radius_y, radius_x = (int(truncate * s + 0.5) for s in sigma)
+    kernel_y = kornia.filters.get_gaussian_kernel1d(
+        2 * radius_y + 1, sigma[0], device=x.device, dtype=x.dtype
+    )
+    kernel_x = kornia.filters.get_gaussian_kernel1d(
+        2 * radius_x + 1, sigma[1], device=x.device, dtype=x.dtype
+    )
+    padded = _pad(x, radius_y, radius_x, mode)
+    h, w = x.shape[-2:]
+    if max(h, w) <= _BANDED_MAX_SIZE:
+        # Small images: each 1-D pass as one product with a banded matrix (BLAS), 1.3-3x
+        # faster at 32 x 32 than kornia's depthwise convolution, which it equals within
+        # float rounding (tests/tai/test_corruptions.py); at 224 px the convolution wins.
+        rows = padded @ _band_matrix(kernel_x[0], w).T  # (..., H + 2 ry, W)
+        return (rows.transpose(-1, -2) @ _band_matrix(kernel_y[0], h).T).transpose(-1, -2)
+    return kornia.filters.filter2d_separable(padded, kernel_x, kernel_y, padding="valid")
+
+
+_BANDED_MAX_SIZE = 64
+
+
+def _band_matrix(kernel: Tensor, n_out: int) -> Tensor:
+    """``(n_out, n_out + K - 1)`` matrix whose product with a padded signal is its valid
+    cross-correlation with the 1-D ``kernel`` of length ``K``."""
+    size = kernel.numel()
+    rows = torch.arange(n_out, device=kernel.device)[:, None]
+    cols = rows + torch.arange(size, device=kernel.device)[None, :]
+    band = torch.zeros(n_out, n_out + size - 1, device=kernel.device, dtype=kernel.dtype)
+    band[rows.expand(-1, size), cols] = kernel.expand(n_out, -1)
+    return band
+
+
+def _fft_correlate(padded: Tensor, kernel: Tensor) -> Tensor:
+    """``kornia.filters.filter2d(padded, kernel, padding="valid")`` (cross-correlation of
+    each channel with one ``(kh, kw)`` kernel, output ``H - kh + 1`` x ``W - kw + 1``) by FFT.
+
+    Own code: kornia's and torch's convolutions are direct (cost grows with the kernel
+    area); torch.fft has no convolution helper. The circular correlation over a transform
+    at least as long as ``padded`` leaves the valid outputs untouched by the wrap-around;
+    the length is rounded up to one scipy transforms fast. Equal to the direct sum within
+    float rounding (tests/tai/test_corruptions.py).
+    """
+    kh, kw = kernel.shape
+    h, w = padded.shape[-2] - kh + 1, padded.shape[-1] - kw + 1
+    size = (next_fast_len(padded.shape[-2], real=True), next_fast_len(padded.shape[-1], real=True))
+    spectrum = torch.fft.rfft2(padded, s=size) * torch.fft.rfft2(kernel, s=size).conj()
+    return torch.fft.irfft2(spectrum, s=size)[..., :h, :w]
+
+
+def _to_gray(images: Tensor) -> Tensor:
+    weights = torch.tensor(_LUMA, device=images.device, dtype=images.dtype)
+    return kornia.color.rgb_to_grayscale(images, rgb_weights=weights)
+
+
+def _on_rgb(fn: CorruptionFn) -> CorruptionFn:
+    """Run a colour corruption on grayscale images replicated to RGB; return the luminance."""
+
+    @functools.wraps(fn)
+    def wrapper(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+        if images.shape[1] == 3:
+            return fn(images, severity, generator)
+        rgb = fn(images.expand(-1, 3, -1, -1), severity, generator)
+        return _to_gray(rgb.clamp(0, 1))  # clip as the RGB result would be, then convert
+
+    return wrapper
+
+
+def _line_blur(x: Tensor, weights: Tensor, offsets_y: Tensor, offsets_x: Tensor) -> Tensor:
+    """``sum_i w[n, i] * x[n, :, clamp(y + oy[n, i]), clamp(x + ox[n, i])]``: a per-image
+    sparse kernel, as shifts with replicated borders (imagecorruptions' ``_motion_blur``).
+
+    Own code: kornia's ``motion_blur`` has a centred, uniformly weighted line kernel, while
+    ImageNet-C's (ImageMagick's MotionBlurImage) is one-sided and Gaussian-weighted.
+    """
+    n, c, h, w = x.shape
+    if c * h * w >= _SLICE_MIN_PIXELS:
+        return _line_blur_slices(x, weights, offsets_y, offsets_x)
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    flat = x.reshape(n, c, h * w)
+    out = torch.zeros_like(flat)
+    for i in range(weights.shape[1]):
+        if not weights[:, i].any():
+            continue  # a tap dropped for every image
+        r = (rows[None, :] + offsets_y[:, i, None]).clamp(0, h - 1)  # (N, H)
+        q = (cols[None, :] + offsets_x[:, i, None]).clamp(0, w - 1)  # (N, W)
+        index = (r[:, :, None] * w + q[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+        out.addcmul_(weights[:, i, None, None], flat.gather(2, index))
+    return out.view(n, c, h, w)
+
+
+# Above this many values per image, shifted slices of a padded copy beat one gather per
+# tap (measured on one CPU thread: 3-4x faster at 224 x 224 RGB, 2-3x slower at 32 x 32).
+_SLICE_MIN_PIXELS = 10_000
+
+
+def _line_blur_slices(x: Tensor, weights: Tensor, offsets_y: Tensor, offsets_x: Tensor) -> Tensor:
+    """:func:`_line_blur` as slices of a border-replicated copy, image by image.
+
+    Same values, same order of additions: a shift by ``d`` with replicated borders is the
+    window at ``pad + d`` of the padded image, and a shift beyond the image reads the same
+    border pixels as a shift by ``H - 1`` (or ``W - 1``), so offsets are clipped to that.
+    """
+    n, _, h, w = x.shape
+    taps = weights.tolist()
+    ys = offsets_y.clamp(1 - h, h - 1).tolist()
+    xs = offsets_x.clamp(1 - w, w - 1).tolist()
+    used = [(k, i) for k in range(n) for i in range(len(taps[k])) if taps[k][i] != 0]
+    pad_h = max((abs(ys[k][i]) for k, i in used), default=0)
+    pad_w = max((abs(xs[k][i]) for k, i in used), default=0)
+    padded = _pad(x, pad_h, pad_w, "nearest")
+    out = torch.zeros_like(x)
+    for k, i in used:
+        top, left = pad_h + ys[k][i], pad_w + xs[k][i]
+        out[k].add_(padded[k, :, top : top + h, left : left + w], alpha=taps[k][i])
+    return out
+
+
+def _motion_blur_kernel(
+    radius: int, sigma: float, angle_deg: Tensor, size: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Taps of imagecorruptions' motion blur: weights, row and column offsets per image."""
+    width = 2 * radius + 1
+    i = torch.arange(width, device=angle_deg.device, dtype=angle_deg.dtype)
+    weights = torch.exp(-(i**2) / (2 * sigma**2))
+    weights = (weights / weights.sum()).expand(len(angle_deg), width)
+    angle = torch.deg2rad(angle_deg)[:, None]
+    offsets_y = torch.ceil(i * torch.sin(angle) - 0.5).long()
+    offsets_x = torch.ceil(i * torch.cos(angle) - 0.5).long()
+    # imagecorruptions stops at the first tap shifted by a whole image; offsets only grow
+    # with i, so dropping those taps (without renormalising) is the same.
+    inside = (offsets_y.abs() < size[0]) & (offsets_x.abs() < size[1])
+    return weights * inside, offsets_y, offsets_x
+
+
+def _motion_blur_images(x: Tensor, radius: int, sigma: float, angle_deg: Tensor) -> Tensor:
+    weights, offsets_y, offsets_x = _motion_blur_kernel(radius, sigma, angle_deg, x.shape[-2:])
+    return _line_blur(x, weights.to(x.dtype), offsets_y, offsets_x)
+
+
+def _clipped_zoom(x: Tensor, zoom: float) -> Tensor:
+    """Zoom the centre by ``zoom``: ``scipy.ndimage.zoom(order=1)`` of the centre crop.
+
+    Returns the whole zoomed crop (at least the input size); callers keep the top-left
+    ``H x W`` as imagecorruptions does. scipy's order-1 zoom maps the corners onto the
+    corners, which is bilinear interpolation with ``align_corners=True``.
+    """
+    h, w = x.shape[-2:]
+    crop_h, crop_w = math.ceil(h / zoom), math.ceil(w / zoom)
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    crop = x[..., top : top + crop_h, left : left + crop_w]
+    size = (round(crop_h * zoom), round(crop_w * zoom))
+    return F.interpolate(crop, size=size, mode="bilinear", align_corners=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_box_weights(n_in: int, n_out: int) -> Tensor:
+    """PIL's ``Image.BOX`` downsampling along one axis as an ``(n_out, n_in)`` matrix.
+
+    Own code, PIL's ``precompute_coeffs`` in float64: torch's ``area`` mode (adaptive
+    average pooling) rounds each window outward to whole pixels, PIL keeps the pixels whose
+    centres fall inside it; they differ whenever ``n_in / n_out`` is not an integer.
+    """
+    scale = n_in / n_out
+    weights = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        centre = (i + 0.5) * scale
+        start, stop = (
+            max(int(centre - scale / 2 + 0.5), 0),
+            min(int(centre + scale / 2 + 0.5), n_in),
+        )
+        for j in range(start, stop):
+            u = (j - centre + 0.5) / scale
+            weights[i, j] = 1.0 if -0.5 < u <= 0.5 else 0.0
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _pil_nearest_index(n_in: int, n_out: int) -> Tensor:
+    """Source index of each output pixel of PIL's ``Image.NEAREST`` resize (its
+    ``ImagingScaleAffine`` accumulates the position by repeated addition; ties at exact
+    integers therefore fall as in PIL, which ``nearest-exact`` interpolation does not match)."""
+    step, position, index = n_in / n_out, n_in / n_out * 0.5, []
+    for _ in range(n_out):
+        index.append(min(int(position), n_in - 1))
+        position += step
+    return torch.tensor(index)
+
+
+def _bilinear_window(n_in: int, n_out: int, start: int, count: int, like: Tensor) -> Tensor:
+    """Rows ``start .. start + count`` of the ``(n_out, n_in)`` matrix of 1-D linear
+    interpolation with ``align_corners=True``, computed as torch's bilinear kernel does
+    (source ``i (n_in - 1) / (n_out - 1)``, upper neighbour clipped at the last sample)."""
+    scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    dst = torch.arange(start, start + count, device=like.device, dtype=like.dtype)
+    src = dst * torch.tensor(scale, device=like.device, dtype=like.dtype)
+    low = src.floor().long().clamp(0, n_in - 1)
+    frac = (src - low).clamp(0, 1)
+    high = (low + 1).clamp(max=n_in - 1)
+    matrix = torch.zeros(count, n_in, device=like.device, dtype=like.dtype)
+    index = torch.arange(count, device=like.device)
+    matrix.index_put_((index, low), 1 - frac, accumulate=True)
+    matrix.index_put_((index, high), frac, accumulate=True)
+    return matrix
+
+
+def _plasma_fractal(n: int, mapsize: int, decay: float, like: Tensor, g: torch.Generator):
+    """Diamond-square height maps ``(n, mapsize, mapsize)`` in ``[0, 1]`` (ImageNet-C's
+    ``plasma_fractal``, batched). Own code: no library has it."""
+    maps = torch.zeros(n, mapsize, mapsize, device=like.device, dtype=torch.float32)
+    step, wibble = mapsize, 100.0
+
+    def wibbled_mean(total: Tensor) -> Tensor:
+        return total / 4 + wibble * _uniform(total.shape, -wibble, wibble, maps, g)
+
+    while step >= 2:
+        half = step // 2
+        corners = maps[:, 0::step, 0::step]
+        squares = corners + corners.roll(-1, dims=1)
+        squares = squares + squares.roll(-1, dims=2)
+        maps[:, half::step, half::step] = wibbled_mean(squares)
+        centres, corners = maps[:, half::step, half::step], maps[:, 0::step, 0::step]
+        left = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        maps[:, 0::step, half::step] = wibbled_mean(left)
+        top = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        maps[:, half::step, 0::step] = wibbled_mean(top)
+        step, wibble = half, wibble / decay
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = (maps - low).amax(dim=(1, 2), keepdim=True)
+    return ((maps - low) / high.clamp_min(1e-12)).to(like.dtype)
+
+
+def _frost_texture(n: int, size: tuple[int, int], like: Tensor, g: torch.Generator) -> Tensor:
+    """Procedural frost ``(n, 3, H, W)``: needle crystals on smooth noise, in the colours of
+    ImageNet-C's frost photographs. Own code, replacing the photographs (see the module
+    docstring); the pixel scale is fixed, like the photographs' for images up to about
+    350 x 550 px."""
+    h, w = size
+    scale = max(1.0, h / 350, w / 550)  # imagecorruptions enlarges photos smaller than x
+    device, dtype = like.device, like.dtype
+    pick = torch.randint(0, len(_FROST_PALETTES), (n,), generator=g, device=device)
+
+    def smooth_noise(cell: float) -> Tensor:
+        # Bilinear upsampling of N(0, 1) on a grid of `cell`-pixel squares has variance
+        # (2/3)^2 on average; scale it back to 1.
+        gh, gw = math.ceil(h / cell) + 2, math.ceil(w / cell) + 2
+        grid = torch.randn(n, 1, gh, gw, generator=g, device=device, dtype=dtype)
+        offset = torch.randint(0, int(cell), (2,), generator=g, device=device)
+        top, left = (int(v) for v in offset)
+        # The H x W window at (top, left) of F.interpolate(grid, scale_factor=cell,
+        # mode="bilinear", align_corners=True), without upsampling the whole grid (up to
+        # 15x the image's area): bilinear is separable, so it is one matrix per axis.
+        rows = _bilinear_window(gh, int(gh * cell), top, h, grid)
+        cols = _bilinear_window(gw, int(gw * cell), left, w, grid)
+        return torch.einsum("ih,nchw,jw->ncij", rows, grid, cols) * 1.5
+
+    def needles(length: int, density: float, layers: int) -> list[Tensor]:
+        draws = [
+            (_uniform((n, 1, h, w), 0, 1, like, g) < density, _uniform((n,), 0, 180, like, g))
+            for _ in range(layers)
+        ]
+        seeds = torch.cat([layer for layer, _ in draws]).to(dtype)
+        angle = torch.cat([angle for _, angle in draws])
+        i = torch.arange(-length, length + 1, device=device, dtype=dtype)
+        rad = torch.deg2rad(angle)[:, None]
+        oy = torch.round(i * torch.sin(rad)).long()
+        ox = torch.round(i * torch.cos(rad)).long()
+        taps = torch.full((len(angle), len(i)), 1.0 / len(i), device=device, dtype=dtype)
+        streaks = _line_blur(seeds, taps, oy, ox)  # the layers in one call: less overhead
+        # Each tap is Bernoulli(density): mean density, variance density(1-density)/taps.
+        streaks = (streaks - density) / math.sqrt(density * (1 - density) / len(i))
+        return list(streaks.split(n))
+
+    # Needle length, softening and weights chosen so that the energy in octave bands from 1
+    # to 24 pixels is within ~20% of the photographs' and a small CNN loses about as much
+    # accuracy as on the photographs (tests/tai/test_corruption_reference.py).
+    length, soft = round(6 * scale), 0.6 * scale
+    crystals = sum(needles(length, 0.03, 3)) / math.sqrt(3)
+    crystals = _gaussian_filter(crystals, (soft, soft)) / 0.74  # its std, measured once
+    texture = 0.6 * crystals + 0.35 * smooth_noise(12 * scale) + 0.7 * smooth_noise(96 * scale)
+    texture = texture / math.sqrt(0.6**2 + 0.35**2 + 0.7**2)
+    mean = torch.tensor([p[0] for p in _FROST_PALETTES], device=device, dtype=dtype)[pick]
+    std = torch.tensor([p[1] for p in _FROST_PALETTES], device=device, dtype=dtype)[pick]
+    return (mean[:, :, None, None] + std[:, :, None, None] * texture).clamp(0, 1)
+
+
+def _canny(level: Tensor, low_threshold: float, high_threshold: float) -> Tensor:
+    """Edges of kornia's Canny (3 x 3 Sobel, no smoothing to speak of) on ``(N, 1, H, W)``.
+
+    On CPU the hysteresis is scipy's connected-component labelling: a weak pixel (above
+    ``low_threshold``) is an edge when its 8-connected component of weak pixels holds a
+    strong one (above ``high_threshold``), which is where kornia's loop of one-pixel
+    dilations converges, in one pass instead of one pass per pixel of the longest chain.
+    """
+    kwargs: dict[str, Any] = {"kernel_size": (3, 3), "sigma": (1e-3, 1e-3)}
+    if level.device.type != "cpu":
+        return kornia.filters.canny(level, low_threshold, high_threshold, **kwargs)[1]
+    _, marks = kornia.filters.canny(
+        level, low_threshold, high_threshold, hysteresis=False, **kwargs
+    )  # 0 none, 0.5 weak, 1 strong
+    marks = marks[:, 0].numpy()
+    within_image = np.zeros((3, 3, 3), dtype=bool)
+    within_image[1] = True  # 8-connected in each image, not across the batch
+    labels, count = scipy.ndimage.label(marks > 0, structure=within_image)
+    anchored = np.bincount(labels[marks == 1], minlength=count + 1) > 0
+    anchored[0] = False
+    return torch.from_numpy(anchored[labels]).to(level.dtype)[:, None]
+
+
+def _distance_to(mask: Tensor, limit: int) -> Tensor:
+    """Euclidean distance of each pixel to the nearest non-zero pixel of ``mask``
+    ``(N, 1, H, W)``, exact up to ``limit`` (larger distances come back as ``limit + 1``).
+
+    Own code: kornia's ``distance_transform`` is a smooth (soft-min) approximation that is
+    off by up to a pixel next to the edges, and spatter truncates the distance to 8 bits and
+    equalises its histogram, which magnifies exactly those small distances. Two passes of
+    shifts (column distance, then the minimum over row offsets) give the exact distance.
+    """
+    far = float(limit + 1)
+    h, w = mask.shape[-2:]
+    hit = mask > 0
+    vertical = torch.where(hit, 0.0, far).to(mask.dtype)
+    padded_hit = _pad_constant(hit, limit, 0)
+    for dy in range(1, limit + 1):
+        near = (
+            padded_hit[..., limit + dy : limit + dy + h, :]
+            | padded_hit[..., limit - dy : limit - dy + h, :]
+        )
+        vertical = torch.where(near & (vertical > dy), float(dy), vertical)
+    squared = vertical**2
+    padded = _pad_constant(squared, 0, limit, value=far**2)
+    best = squared
+    for dx in range(1, limit + 1):
+        left = padded[..., limit - dx : limit - dx + w]
+        right = padded[..., limit + dx : limit + dx + w]
+        best = torch.minimum(best, torch.minimum(left, right) + dx**2)
+    return best.sqrt().clamp(max=far)
+
+
+def _pad_constant(x: Tensor, pad_h: int, pad_w: int, value: float = 0) -> Tensor:
+    return F.pad(x, (pad_w, pad_w, pad_h, pad_h), value=value)
+
+
+def _equalize_hist(x: Tensor) -> Tensor:
+    """OpenCV's ``equalizeHist`` on integer-valued ``(N, 1, H, W)`` in 0..255, per image.
+
+    Own code: kornia's ``equalize`` follows PIL's look-up table, which maps the levels
+    differently from OpenCV's ``round((cdf - cdf_min) * 255 / (total - cdf_min))``.
+    """
+    n = x.shape[0]
+    levels = x.flatten(1).long().clamp(0, 255)
+    hist = torch.zeros(n, 256, device=x.device, dtype=torch.float64)
+    hist.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float64))
+    cdf = hist.cumsum(dim=1)
+    first = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(dim=1)
+    total = cdf[:, -1]
+    denominator = (total - first).clamp_min(1)
+    lut = ((cdf - first[:, None]) * 255 / denominator[:, None]).round().clamp(0, 255)
+    lut = torch.where((total == first)[:, None], torch.arange(256, device=x.device), lut)
+    return lut.gather(1, levels).view_as(x).to(x.dtype)
+
+
+# --------------------------------------------------------------------------- corruptions
+
+
+def _gaussian_noise(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # Own code: torchvision's gaussian_noise draws from the global RNG, not a Generator.
+    c = _GAUSSIAN_NOISE[severity - 1]
+    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return images + c * noise
+
+
+def _shot_noise(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # Own code: neither torchvision nor kornia has Poisson (photon) noise.
+    c = _SHOT_NOISE[severity - 1]
+    return torch.poisson(images.clamp(0, 1) * c, generator=generator) / c
+
+
+def _impulse_noise(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # Own code: skimage's random_noise(mode="s&p") on tensors. Each value is hit with
+    # probability c, then salt or pepper with probability 1/2 (two uniforms, as skimage).
+    c = _IMPULSE_NOISE[severity - 1]
+    u = torch.rand((2, *images.shape), generator=generator, device=images.device)
+    hit = u[0] <= c
+    salt = u[1] <= 0.5
+    out = torch.where(hit & salt, 1.0, images)
+    return torch.where(hit & ~salt, 0.0, out)
+
+
+def _speckle_noise(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # Own code: multiplicative Gaussian noise from a Generator (as gaussian_noise).
+    c = _SPECKLE_NOISE[severity - 1]
+    noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+    return images + images * c * noise
+
+
+def _gaussian_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # kornia's Gaussian kernel and separable filter; border replicated like scipy's
+    # "nearest", with no limit on the kernel size relative to the image.
+    sigma = _GAUSSIAN_BLUR[severity - 1]
+    return _gaussian_filter(images, (sigma, sigma))
+
+
+def _defocus_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    radius, alias_blur = _DEFOCUS_BLUR[severity - 1]
+    half = max(8, radius)  # ImageNet-C's disk is drawn on at least a 17 x 17 grid
+    grid = torch.arange(-half, half + 1, device=images.device, dtype=images.dtype)
+    disk = ((grid[:, None] ** 2 + grid[None, :] ** 2) <= radius**2).to(images.dtype)
+    disk = (disk / disk.sum())[None, None]
+    # Anti-alias as cv2.GaussianBlur(ksize=3 or 5, sigma=alias_blur) with reflect-101 borders.
+    ksize = 3 if radius <= 8 else 5
+    g1d = kornia.filters.get_gaussian_kernel1d(
+        ksize, alias_blur, device=images.device, dtype=images.dtype
+    )
+    kernel = kornia.filters.filter2d_separable(
+        _pad(disk, ksize // 2, ksize // 2, "mirror"), g1d, g1d, padding="valid"
+    )
+    # cv2.filter2D: correlation (the kernel is symmetric) with reflect-101 borders; by FFT,
+    # as OpenCV does for kernels this large (3x faster than direct at 224 px).
+    return _fft_correlate(_pad(images, half, half, "mirror"), kernel[0, 0])
+
+
+def _glass_pass(x: Tensor, offsets: Tensor, delta: int) -> Tensor:
+    """One pass of ImageNet-C's glass-blur loop, vectorised; ``offsets`` ``(N, 2, H, W)``
+    holds each position's ``(dx, dy)`` in ``[-delta, delta)``.
+
+    The loop runs ``x[h, w] <- x[h + dy, w + dx]`` for h = H-delta .. delta+1 and, inside,
+    w = W-delta .. delta+1. Own code (no library has it): a source later in raster order was
+    visited before ``(h, w)`` and already holds its own copied value, so each position takes
+    the value at the end of its chain of such sources, found by pointer jumping.
+    """
+    n, c, h, w = x.shape
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    inside_rows = (rows > delta) & (rows <= h - delta)
+    inside_cols = (cols > delta) & (cols <= w - delta)
+    region = (inside_rows[:, None] & inside_cols[None, :]).flatten()
+    position = torch.arange(h * w, device=x.device).expand(n, -1)
+    source = position + (offsets[:, 1] * w + offsets[:, 0]).flatten(1)
+    source = torch.where(region, source, position)
+    follow = region[source] & (source > position)
+    nxt = torch.where(follow, source, position)
+    for _ in range(max(1, math.ceil(math.log2(h * w)))):
+        jumped = nxt.gather(1, nxt)
+        if torch.equal(jumped, nxt):
+            break
+        nxt = jumped
+    final = source.gather(1, nxt)
+    return x.flatten(2).gather(2, final[:, None, :].expand(n, c, -1)).view(n, c, h, w)
+
+
+def _glass_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    sigma, delta, iterations = _GLASS_BLUR[severity - 1]
+    n, _, h, w = images.shape
+    x = _gaussian_filter(images, (sigma, sigma))
+    x = torch.floor(x.clamp(0, 1) * 255) / 255  # np.uint8(... * 255) truncates
+    for _ in range(iterations):
+        offsets = torch.randint(
+            -delta, delta, (n, 2, h, w), generator=generator, device=images.device
+        )
+        x = _glass_pass(x, offsets, delta)
+    return _gaussian_filter(x, (sigma, sigma))
+
+
+def _motion_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    radius, sigma = _MOTION_BLUR[severity - 1]
+    angle = _uniform((images.shape[0],), -45, 45, images, generator)
+    return _motion_blur_images(images, radius, sigma, angle)
+
+
+def _zoom_blur(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    factors = _ZOOM_BLUR[severity - 1]
+    n, c, h, w = images.shape
+    # The batch as the channels of one channels-last image: torch's bilinear kernel then
+    # interpolates N x C contiguous values per pixel, 2-6x faster than image by image
+    # (equal within float rounding, tests/tai/test_corruptions.py).
+    source = images.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)
+    out = source.clone()
+    for zoom in factors:
+        out += _clipped_zoom(source, zoom)[..., :h, :w]
+    return (out / (len(factors) + 1)).reshape(n, c, h, w).contiguous()
+
+
+@_on_rgb
+def _snow(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    mean, std, zoom, threshold, radius, sigma, blend = _SNOW[severity - 1]
+    n, _, h, w = images.shape
+    flakes = mean + std * torch.randn(
+        n, 1, h, w, generator=generator, device=images.device, dtype=images.dtype
+    )
+    flakes = _clipped_zoom(flakes, zoom)
+    flakes = torch.where(flakes < threshold, 0.0, flakes).clamp(0, 1)
+    angle = _uniform((n,), -135, -45, images, generator)
+    flakes = _motion_blur_images(flakes, radius, sigma, angle)
+    flakes = (flakes * 255).round()[..., :h, :w] / 255  # the layer is stored as 8 bits
+    whitened = torch.maximum(images, _to_gray(images) * 1.5 + 0.5)
+    out = blend * images + (1 - blend) * whitened
+    return out + flakes + flakes.flip(-2, -1)
+
+
+@_on_rgb
+def _frost(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    a, b = _FROST[severity - 1]
+    texture = _frost_texture(images.shape[0], images.shape[-2:], images, generator)
+    return a * images + b * texture
+
+
+def _fog(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    a, decay = _FOG[severity - 1]
+    n, _, h, w = images.shape
+    mapsize = 1 << (max(h, w, 3) - 1).bit_length()  # next power of two, as imagecorruptions
+    plasma = _plasma_fractal(n, mapsize, decay, images, generator)[:, None, :h, :w]
+    peak = images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images + a * plasma) * peak / (peak + a)
+
+
+@_on_rgb
+def _brightness(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    c = _BRIGHTNESS[severity - 1]
+    hsv = kornia.color.rgb_to_hsv(images)
+    value = (hsv[:, 2:] + c).clamp(0, 1)
+    return kornia.color.hsv_to_rgb(torch.cat([hsv[:, :2], value], dim=1))
+
+
+def _contrast(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # Own code: torchvision/kornia contrast blends with the grayscale mean or scales by 0;
+    # ImageNet-C scales around the mean of each channel of each image.
+    c = _CONTRAST[severity - 1]
+    mean = images.mean(dim=(-2, -1), keepdim=True)
+    return (images - mean) * c + mean
+
+
+def _elastic_transform(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    alpha = _ELASTIC[severity - 1]
+    n, _, h, w = images.shape
+    max_shift = h * 0.005  # imagecorruptions uses H for both axes
+    noise = _uniform((n, 2, h, w), -max_shift, max_shift, images, generator)  # (dx, dy) px
+    shift = _gaussian_filter(noise, (h * 0.01, w * 0.01), truncate=3.0, mode="reflect") * alpha
+    # Displacements in normalised coordinates, added to the identity grid and sampled as
+    # kornia's elastic_transform2d does. grid_sample's "reflection" with
+    # align_corners=False is scipy's "reflect".
+    to_normalised = torch.tensor([2 / w, 2 / h], device=images.device, dtype=images.dtype)
+    shift = shift * to_normalised[None, :, None, None]
+    if images.dtype not in (torch.float32, torch.float64):
+        # kornia samples half precision on CPU in float32 (torch's half kernel is wrong);
+        # its own smoothing is switched off (1 x 1 kernel): ImageNet-C smooths with
+        # reflected borders, above.
+        return kornia.geometry.transform.elastic_transform2d(
+            images,
+            shift,
+            kernel_size=(1, 1),
+            sigma=(1.0, 1.0),
+            alpha=(1.0, 1.0),
+            align_corners=False,
+            padding_mode="reflection",
+        )
+    # The same steps without kornia's smoothing by a 1 x 1 kernel of weight 1 (an exact
+    # identity that took 2/3 of the time at 32 x 32 in four depthwise convolutions).
+    identity = torch.eye(2, 3, device=images.device, dtype=images.dtype)[None]
+    grid = F.affine_grid(identity, [1, 1, h, w], align_corners=False)
+    return F.grid_sample(
+        images,
+        grid + shift.permute(0, 2, 3, 1),
+        mode="bilinear",
+        padding_mode="reflection",
+        align_corners=False,
+    )
+
+
+def _pixelate(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    # PIL's BOX down and NEAREST up (imagecorruptions), as matrices and index tables.
+    c = _PIXELATE[severity - 1]
+    h, w = images.shape[-2:]
+    small_h, small_w = max(1, int(h * c)), max(1, int(w * c))
+    rows = _pil_box_weights(h, small_h).to(images.device, images.dtype)
+    cols = _pil_box_weights(w, small_w).to(images.device, images.dtype)
+    small = torch.einsum("ih,nchw,jw->ncij", rows, images, cols)
+    small = small.index_select(-2, _pil_nearest_index(small_h, h).to(images.device))
+    return small.index_select(-1, _pil_nearest_index(small_w, w).to(images.device))
+
+
+def _jpeg_compression(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    quality = _JPEG_QUALITY[severity - 1]
+    as_uint8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return TF.jpeg(as_uint8, quality).to(images.dtype) / 255
+
+
+@_on_rgb
+def _spatter(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    mean, std, blur, threshold, strength, mud = _SPATTER[severity - 1]
+    n, _, h, w = images.shape
+    liquid = mean + std * torch.randn(
+        n, 1, h, w, generator=generator, device=images.device, dtype=images.dtype
+    )
+    liquid = _gaussian_filter(liquid, (blur, blur))
+    liquid = torch.where(liquid < threshold, 0.0, liquid)
+    if mud:
+        mask = _gaussian_filter((liquid > threshold).to(images.dtype), (strength, strength))
+        mask = torch.where(mask < 0.8, 0.0, mask)
+        brown = torch.tensor([63, 42, 20], device=images.device, dtype=images.dtype) / 255
+        return images * (1 - mask) + brown[None, :, None, None] * mask
+    # Water: drops shaded by an embossed distance-to-edge map (ImageNet-C's OpenCV steps,
+    # with kornia's Canny and distance transform).
+    level = torch.floor(liquid * 255).clamp(0, 255)
+    edges = _canny(level, low_threshold=50.0, high_threshold=150.0)
+    distance = _distance_to(edges, 20).clamp(max=20)
+    distance = torch.floor(kornia.filters.box_blur(distance, (3, 3), border_type="reflect"))
+    distance = _equalize_hist(distance)
+    emboss = torch.tensor(
+        [[[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]]],
+        device=images.device,
+        dtype=images.dtype,
+    )
+    distance = kornia.filters.filter2d(_pad(distance, 1, 1, "mirror"), emboss, padding="valid")
+    distance = distance.round().clamp(0, 255)
+    distance = kornia.filters.box_blur(
+        _pad(distance, 1, 1, "mirror"), (3, 3), border_type="reflect"
+    )
+    distance = distance[..., 1:-1, 1:-1].round()
+    drops = liquid * distance
+    drops = drops / drops.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12) * strength
+    turquoise = torch.tensor([175, 238, 238], device=images.device, dtype=images.dtype) / 255
+    return images + drops * turquoise[None, :, None, None]
+
+
+@_on_rgb
+def _saturate(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    a, b = _SATURATE[severity - 1]
+    hsv = kornia.color.rgb_to_hsv(images)
+    saturation = (hsv[:, 1:2] * a + b).clamp(0, 1)
+    return kornia.color.hsv_to_rgb(torch.cat([hsv[:, :1], saturation, hsv[:, 2:]], dim=1))
+
+
+_BUILT_INS: tuple[tuple[str, CorruptionFn, tuple[Any, ...]], ...] = (
+    ("gaussian_noise", _gaussian_noise, _GAUSSIAN_NOISE),
+    ("shot_noise", _shot_noise, _SHOT_NOISE),
+    ("impulse_noise", _impulse_noise, _IMPULSE_NOISE),
+    ("defocus_blur", _defocus_blur, _DEFOCUS_BLUR),
+    ("glass_blur", _glass_blur, _GLASS_BLUR),
+    ("motion_blur", _motion_blur, _MOTION_BLUR),
+    ("zoom_blur", _zoom_blur, _ZOOM_BLUR),
+    ("snow", _snow, _SNOW),
+    ("frost", _frost, _FROST),
+    ("fog", _fog, _FOG),
+    ("brightness", _brightness, _BRIGHTNESS),
+    ("contrast", _contrast, _CONTRAST),
+    ("elastic_transform", _elastic_transform, _ELASTIC),
+    ("pixelate", _pixelate, _PIXELATE),
+    ("jpeg_compression", _jpeg_compression, tuple(float(q) for q in _JPEG_QUALITY)),
+    ("speckle_noise", _speckle_noise, _SPECKLE_NOISE),
+    ("gaussian_blur", _gaussian_blur, _GAUSSIAN_BLUR),
+    ("spatter", _spatter, _SPATTER),
+    ("saturate", _saturate, _SATURATE),
+)
+
+_REGISTRY: dict[str, Corruption] = {
+    name: Corruption(name, fn, parameters) for name, fn, parameters in _BUILT_INS
+}
+
+CORRUPTIONS: Mapping[str, Corruption] = MappingProxyType(_REGISTRY)
+"""Read-only view of the registry: name -> :class:`Corruption` (includes registered ones)."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_name(name: str) -> Corruption:
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown corruption {name!r}. Expected one of {available_corruptions()}; "
+            "add your own with register_corruption."
+        )
+    return _REGISTRY[name]
+
+
+def _check_severity(severity: int) -> None:
+    if isinstance(severity, bool) or not isinstance(severity, int) or severity not in SEVERITIES:
+        raise ValueError(
+            f"Expected `severity` to be an integer in {SEVERITIES}, but got {severity!r}."
+        )
+
+
+def _check_images(images: Tensor) -> None:
+    check_image_batch(
+        images,
+        hint="Corrupt images before normalisation (mean/std), and scale uint8 by 1/255.",
+    )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def available_corruptions() -> list[str]:
+    """Names of the registered corruptions, built-in first, in registration order."""
+    return list(_REGISTRY)
+
+
+def register_corruption(name: str, fn: CorruptionFn) -> None:
+    """Add a corruption under ``name``; it becomes usable in :func:`corrupt` at once.
+
+    Args:
+        name: a new registry name (non-empty string).
+        fn: ``fn(images, severity, generator) -> Tensor`` for severity 1..5, images
+            ``(N, C, H, W)`` in ``[0, 1]``; draw randomness only from ``generator`` so the
+            result is deterministic. The output is clamped to ``[0, 1]`` for you.
+
+    Raises:
+        ValueError: if ``name`` is empty or already registered, or ``fn`` is not callable.
+
+    Example::
+
+        def darken(images, severity, generator):
+            return images * (1 - 0.1 * severity)
+
+        register_corruption("darken", darken)
+        corrupt(images, "darken", 3)
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Expected `name` to be a non-empty string, but got {name!r}.")
+    if name in _REGISTRY:
+        raise ValueError(
+            f"A corruption named {name!r} is already registered; registered names are "
+            f"{available_corruptions()}. Choose another name."
+        )
+    if not callable(fn):
+        raise ValueError(
+            f"Expected `fn` to be callable as fn(images, severity, generator), but got "
+            f"{type(fn).__name__}."
+        )
+    _REGISTRY[name] = Corruption(name, fn)
+
+
+def _import_spec(spec: str) -> tuple[str, CorruptionFn]:
+    """``"[name=]module:function"`` -> (registry name, function)."""
+    usage = (
+        "Expected 'module:function' or 'name=module:function' (e.g. "
+        "'my_package.corruptions:raindrops')"
+    )
+    if not isinstance(spec, str):
+        raise ValueError(f"{usage}, but got {type(spec).__name__} {spec!r}.")
+    name, _, target = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    module_name, colon, attribute = target.strip().partition(":")
+    if not colon or not module_name or not attribute or ":" in attribute:
+        raise ValueError(f"{usage}, but got {spec!r}.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(
+            f"Cannot import module {module_name!r} of corruption plugin {spec!r}: {error}. "
+            "Install the package that provides it or fix the module path."
+        ) from error
+    fn: Any = module
+    for part in attribute.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(
+                f"Module {module_name!r} has no attribute {attribute!r} (corruption plugin "
+                f"{spec!r}). Check the function name after the colon."
+            )
+        fn = getattr(fn, part)
+    return (name.strip() or attribute.rsplit(".", 1)[-1]), fn
+
+
+def _register_plugin(name: str, fn: Any, origin: str) -> bool:
+    if not callable(fn):
+        raise ValueError(
+            f"Corruption plugin {origin} is a {type(fn).__name__}, not a function "
+            "fn(images, severity, generator)."
+        )
+    existing = _REGISTRY.get(name)
+    if existing is not None:
+        if existing.fn is fn:
+            return False  # loading the same plugin twice is a no-op
+        raise ValueError(
+            f"Corruption plugin {origin} would register {name!r}, which is already "
+            "registered for another function. Name it explicitly: 'other_name=module:function'."
+        )
+    register_corruption(name, fn)
+    return True
+
+
+def load_corruption_plugins(spec: Sequence[str] = (), *, entry_points: bool = True) -> list[str]:
+    """Register user corruptions given as import paths and installed as entry points.
+
+    A plugin is a function ``fn(images, severity, generator) -> Tensor`` as for
+    :func:`register_corruption` (for instance a domain-specific perturbation such as lens
+    dirt or a scanner artefact). Two ways to provide one:
+
+    - ``spec``: strings ``"module:function"`` (registered under the function's name) or
+      ``"name=module:function"``;
+    - an installed package's entry point in the group ``"tai.corruptions"``, registered
+      under the entry point's name; in ``pyproject.toml``::
+
+          [project.entry-points."tai.corruptions"]
+          raindrops = "my_package.corruptions:raindrops"
+
+    Loading the same function under the same name again does nothing, so the call is
+    idempotent.
+
+    Args:
+        spec: import paths of corruption functions.
+        entry_points: also load every entry point of the ``"tai.corruptions"`` group.
+
+    Returns:
+        The names registered by this call, in order.
+
+    Raises:
+        ValueError: for a malformed spec, a module that cannot be imported, a missing
+            attribute, an object that is not callable, an entry point that fails to load,
+            or a name already registered for a different function.
+    """
+    if isinstance(spec, str):
+        raise ValueError(
+            f"Expected `spec` to be a sequence of 'module:function' strings, but got the "
+            f"string {spec!r}. Wrap it in a list: [{spec!r}]."
+        )
+    loaded: list[tuple[str, Any, str]] = []
+    for item in spec:
+        name, fn = _import_spec(item)
+        loaded.append((name, fn, repr(item)))
+    if entry_points:
+        for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            origin = f"entry point {point.name!r} = {point.value!r} (group {ENTRY_POINT_GROUP!r})"
+            try:
+                fn = point.load()
+            except Exception as error:  # any import-time failure of a third-party plugin
+                raise ValueError(f"Cannot load corruption {origin}: {error}") from error
+            loaded.append((point.name, fn, origin))
+    return [name for name, fn, origin in loaded if _register_plugin(name, fn, origin)]
+
+
+def corrupt(images: Tensor, name: str, severity: int, *, seed: int = 0) -> Tensor:
+    """Apply corruption ``name`` at ``severity`` to a batch of images.
+
+    Args:
+        images: ``(N, C, H, W)`` float tensor in ``[0, 1]``, ``C`` = 1 or 3.
+        name: a name from :func:`available_corruptions`.
+        severity: 1 (mild) to 5 (severe).
+        seed: seed of the ``torch.Generator`` random corruptions draw from.
+
+    Returns:
+        The corrupted batch: same shape, dtype and device, values in ``[0, 1]``.
+
+    Raises:
+        ValueError: for an unknown name, a severity outside 1..5, or invalid images.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([0.0, 1.0]).repeat(1, 3, 2, 1)  # columns black and white
+        >>> corrupt(x, "contrast", 1)[0, 0, 0]  # (x - 0.5) * 0.4 + 0.5
+        tensor([0.3000, 0.7000])
+    """
+    corruption = _check_name(name)
+    _check_severity(severity)
+    _check_images(images)
+    generator = torch.Generator(device=images.device).manual_seed(seed)
+    with torch.no_grad():
+        out = corruption(images.detach(), severity, generator)
+    if out.shape != images.shape:
+        raise ValueError(
+            f"Corruption {name!r} returned shape {tuple(out.shape)} for input shape "
+            f"{tuple(images.shape)}; a corruption must keep the shape."
+        )
+    return out.to(images.dtype).clamp(0, 1)

@@ -1,0 +1,216 @@
+"""Figures of the transparency checks: prototypes and criticisms, explanation sheets.
+
+Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never ``pyplot``:
+no global figure state, no GUI backend, nothing saved. Callers log or save them.
+
+Heat maps are the attribution summed over channels, on a diverging colormap centred on 0
+with symmetric limits ``+-max|map|`` (red: evidence for the class, blue: against), as in
+:func:`prototype_figure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from tai.report.figures.canvas import HEATMAP_CMAP, grid_figure, show_image
+
+
+def prototype_criticism_figure(
+    images_protos: Sequence[Tensor],
+    images_crits: Sequence[Tensor],
+    class_names: Sequence[str],
+) -> Figure:
+    """One row per class: its prototypes, then its criticisms (framed in red).
+
+    Args:
+        images_protos: per class a ``(P, C, H, W)`` tensor of prototype images (a
+            ``(K, P, C, H, W)`` tensor works too).
+        images_crits: per class a ``(Q, C, H, W)`` tensor of criticism images (``Q`` may
+            be 0).
+        class_names: one name per class.
+
+    Returns:
+        A figure with ``K`` rows and ``max P + max Q`` columns; unused cells are hidden.
+
+    Raises:
+        ValueError: on lengths that differ, no classes, or malformed tensors.
+    """
+    k = len(class_names)
+    if k == 0 or len(images_protos) != k or len(images_crits) != k:
+        raise ValueError(
+            f"images_protos, images_crits and class_names must have one entry per class and "
+            f"at least one class; got {len(images_protos)}, {len(images_crits)} and {k}."
+        )
+    for name, group in (("images_protos", images_protos), ("images_crits", images_crits)):
+        for j, images in enumerate(group):
+            if images.ndim != 4 or images.shape[1] not in (1, 3):
+                raise ValueError(
+                    f"{name}[{j}] must have shape (n, C, H, W) with C 1 or 3, "
+                    f"got {tuple(images.shape)}."
+                )
+    n_protos = max(int(images.shape[0]) for images in images_protos)
+    n_crits = max(int(images.shape[0]) for images in images_crits)
+    columns = max(1, n_protos + n_crits)
+    fig = grid_figure(k, columns)
+    axes = fig.subplots(k, columns, squeeze=False)
+    for row in range(k):
+        for col in range(columns):
+            axes[row, col].set_axis_off()
+        for i, image in enumerate(images_protos[row]):
+            show_image(axes[row, i], image, title="prototype" if row == 0 else None)
+        for i, image in enumerate(images_crits[row]):
+            ax = axes[row, n_protos + i]
+            show_image(ax, image, title="criticism" if row == 0 else None)
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:red")
+                spine.set_linewidth(2.0)
+        first = axes[row, 0]
+        first.set_axis_on()
+        first.set_xticks([])
+        first.set_yticks([])
+        first.set_ylabel(class_names[row], fontsize=9)
+    fig.suptitle("MMD-critic prototypes and criticisms", fontsize=10)
+    return fig
+
+
+def explanation_sheet_figure(
+    image: Tensor,
+    maps: Mapping[str, Tensor],
+    class_mean: Tensor | None,
+    title: str,
+) -> Figure:
+    """One row: the image, each method's map, and the class-mean attribution.
+
+    Args:
+        image: ``(C, H, W)`` image, ``C`` 1 or 3.
+        maps: method name -> ``(C, H, W)``, ``(1, H, W)`` or ``(H, W)`` map of that image.
+        class_mean: the mean map over the class (same shapes accepted), or ``None``.
+        title: the figure's title (e.g. the image id, its label and the prediction).
+
+    Returns:
+        A figure with ``1 + len(maps) + (class_mean is not None)`` image axes, the heat
+        maps each with a colorbar.
+
+    Raises:
+        ValueError: on a malformed image, no maps, or a map of another size.
+    """
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(
+            f"image must have shape (C, H, W) with C 1 or 3, got {tuple(image.shape)}."
+        )
+    if not maps:
+        raise ValueError("maps is empty: pass at least one method's map.")
+    size = tuple(image.shape[1:])
+    panels = dict(maps)
+    if class_mean is not None:
+        panels["class mean"] = class_mean
+    heats = {name: _heat(name, value, size) for name, value in panels.items()}
+    fig = grid_figure(1, 1 + len(heats))
+    axes = fig.subplots(1, 1 + len(heats), squeeze=False)[0]
+    show_image(axes[0], image, title="image")
+    for ax, (name, heat) in zip(axes[1:], heats.items(), strict=True):
+        limit = float(np.abs(heat).max()) or 1.0
+        shown = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit)
+        fig.colorbar(shown, ax=ax, shrink=0.7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _heat(name: str, value: Tensor, size: tuple[int, ...]) -> np.ndarray:
+    value = value.detach().float().cpu()
+    heat = value if value.ndim == 2 else value.sum(dim=0) if value.ndim == 3 else None
+    if heat is None or tuple(heat.shape) != size:
+        raise ValueError(
+            f"map {name!r} must have shape (C, H, W), (1, H, W) or (H, W) with (H, W) = "
+            f"{size}, got {tuple(value.shape)}."
+        )
+    return heat.numpy()
+
+
+def prototype_figure(
+    images: Tensor,
+    attributions: Tensor,
+    labels: list[int],
+    *,
+    titles: list[str] | None = None,
+) -> Figure:
+    """A grid with one column per prototype: the image on top, its attributions below.
+
+    The heat map is the attribution summed over channels, drawn with a diverging colormap
+    whose centre (white) is 0 and whose limits are symmetric, ``+-max|attribution|`` per
+    map. Images with values outside ``[0, 1]`` (e.g. normalised tensors) are min-max
+    scaled for display.
+
+    Args:
+        images: ``(N, C, H, W)`` images with ``C`` 1 or 3.
+        attributions: ``(N, C, H, W)`` or ``(N, H, W)`` attribution maps.
+        labels: the class of each prototype, length ``N``.
+        titles: one column title per prototype; default ``"class <label>"``.
+
+    Returns:
+        A matplotlib :class:`~matplotlib.figure.Figure` on the Agg canvas (never saved).
+
+    Raises:
+        ValueError: on empty input, wrong shapes or lengths, or ``C`` not 1 or 3.
+    """
+    _check(images, attributions, labels, titles)
+    n = images.shape[0]
+    titles = titles if titles is not None else [f"class {label}" for label in labels]
+    heat = attributions if attributions.ndim == 3 else attributions.sum(dim=1)
+    heat = heat.detach().float().cpu()
+
+    fig = Figure(figsize=(2.2 * n, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, n, squeeze=False)
+    for j in range(n):
+        top, bottom = axes[0, j], axes[1, j]
+        image = _displayable(images[j])
+        top.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
+        top.set_title(titles[j], fontsize=9)
+        limit = float(heat[j].abs().max()) or 1.0
+        shown = bottom.imshow(heat[j].numpy(), cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit)
+        fig.colorbar(shown, ax=bottom, shrink=0.8)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("prototype")
+    axes[1, 0].set_ylabel("attribution")
+    return fig
+
+
+def _check(
+    images: Tensor, attributions: Tensor, labels: list[int], titles: list[str] | None
+) -> None:
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"images must be a non-empty (N, C, H, W) batch with C 1 or 3, "
+            f"got shape {tuple(images.shape)}."
+        )
+    n, _, height, width = images.shape
+    if attributions.shape not in (images.shape, (n, height, width)):
+        raise ValueError(
+            f"attributions must have shape {tuple(images.shape)} or {(n, height, width)} "
+            f"to match images, got {tuple(attributions.shape)}."
+        )
+    if len(labels) != n:
+        raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}.")
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}.")
+
+
+def _displayable(image: Tensor) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` array in ``[0, 1]``."""
+    image = image.detach().float().cpu()
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
+    return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()
