@@ -13,8 +13,9 @@ from tai.principles.reliability.calibration import calibration_report, calibrati
 from tai.principles.reliability.corruptions import DEFAULT_CORRUPTIONS, SEVERITIES
 from tai.principles.reliability.robustness import (
     RobustnessResult,
-    corruption_errors,
+    corruption_error_ratios,
     paired_corruption_accuracy,
+    relative_corruption_error_ratios,
 )
 from tai.principles.reliability.sample_metrics import (
     N_BINS,
@@ -195,11 +196,20 @@ class CorruptionCheck(Check):
 def _errors_against(
     mine: RobustnessResult, champion: RobustnessResult | None
 ) -> tuple[dict[str, float], dict[str, str]]:
-    names = ("corruption_mce", "relative_corruption_mce")
+    """mCE and relative mCE against the champion, each NaN with its reason where undefined
+    (no champion; a champion that makes no error, or is not degraded, on a corruption)."""
+    values = {"corruption_mce": math.nan, "relative_corruption_mce": math.nan}
     if champion is None:
-        return dict.fromkeys(names, math.nan), dict.fromkeys(names, "no champion to compare with")
-    try:
-        errors = corruption_errors(mine, champion)
-    except ValueError as exc:  # the champion made no error on a corruption: CE undefined
-        return dict.fromkeys(names, math.nan), dict.fromkeys(names, f"undefined: {exc}")
-    return {"corruption_mce": errors.mce, "relative_corruption_mce": errors.relative_mce}, {}
+        return values, dict.fromkeys(values, "no champion to compare with")
+    skipped = {}
+    for name, ratios in (
+        ("corruption_mce", corruption_error_ratios),
+        ("relative_corruption_mce", relative_corruption_error_ratios),
+    ):
+        try:
+            per_corruption = ratios(mine, champion)
+        except ValueError as exc:
+            skipped[name] = f"undefined against the champion: {exc}"
+        else:
+            values[name] = sum(per_corruption.values()) / len(per_corruption)
+    return values, skipped

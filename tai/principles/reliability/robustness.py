@@ -344,15 +344,28 @@ def corruption_errors(result: RobustnessResult, baseline: RobustnessResult) -> C
         >>> round(errors.relative_mce, 4)  # (0.6 - 2 * 0.1) / (1.0 - 2 * 0.2)
         0.6667
     """
-    errors = _errors_by_severity(result, "result")
-    base = _errors_by_severity(baseline, "baseline")
-    _check_comparable(result, baseline)
-    clean, base_clean = 1.0 - result.clean_accuracy, 1.0 - baseline.clean_accuracy
-    n_severities = len(result.severities)
+    ce = corruption_error_ratios(result, baseline)
+    relative_ce = relative_corruption_error_ratios(result, baseline)
+    return CorruptionErrors(
+        ce=ce,
+        relative_ce=relative_ce,
+        mce=sum(ce.values()) / len(ce),
+        relative_mce=sum(relative_ce.values()) / len(relative_ce),
+    )
+
+
+def corruption_error_ratios(
+    result: RobustnessResult, baseline: RobustnessResult
+) -> dict[str, float]:
+    """CE per corruption: the model's errors summed over severities over the baseline's.
+
+    Raises:
+        ValueError: the results are not comparable, or the baseline makes no error on a
+            corruption at any severity (CE, a ratio to its errors, is undefined).
+    """
+    errors, base = _comparable_errors(result, baseline)
     ce: dict[str, float] = {}
-    relative_ce: dict[str, float] = {}
     for name, by_severity in errors.items():
-        total = sum(by_severity.values())
         base_total = sum(base[name][s] for s in by_severity)
         if base_total <= 0:
             raise ValueError(
@@ -360,7 +373,26 @@ def corruption_errors(result: RobustnessResult, baseline: RobustnessResult) -> C
                 "(its summed error is 0), so CE, a ratio to it, is undefined. Use a baseline "
                 "that is not perfect on this data, or leave the corruption out."
             )
-        base_degradation = base_total - n_severities * base_clean
+        ce[name] = sum(by_severity.values()) / base_total
+    return ce
+
+
+def relative_corruption_error_ratios(
+    result: RobustnessResult, baseline: RobustnessResult
+) -> dict[str, float]:
+    """Relative CE per corruption: the model's degradation from its clean error, summed
+    over severities, over the baseline's.
+
+    Raises:
+        ValueError: the results are not comparable, or the corruption does not degrade the
+            baseline (the relative CE, a ratio to that degradation, is undefined).
+    """
+    errors, base = _comparable_errors(result, baseline)
+    clean, base_clean = 1.0 - result.clean_accuracy, 1.0 - baseline.clean_accuracy
+    n = len(result.severities)
+    relative: dict[str, float] = {}
+    for name, by_severity in errors.items():
+        base_degradation = sum(base[name][s] for s in by_severity) - n * base_clean
         if base_degradation <= 0:
             raise ValueError(
                 f"The baseline's error on {name!r} does not exceed its clean error "
@@ -368,11 +400,14 @@ def corruption_errors(result: RobustnessResult, baseline: RobustnessResult) -> C
                 "relative CE, a ratio to that degradation, is undefined. Use a baseline that "
                 "this corruption degrades, or leave the corruption out."
             )
-        ce[name] = total / base_total
-        relative_ce[name] = (total - n_severities * clean) / base_degradation
-    return CorruptionErrors(
-        ce=ce,
-        relative_ce=relative_ce,
-        mce=sum(ce.values()) / len(ce),
-        relative_mce=sum(relative_ce.values()) / len(relative_ce),
-    )
+        relative[name] = (sum(by_severity.values()) - n * clean) / base_degradation
+    return relative
+
+
+def _comparable_errors(
+    result: RobustnessResult, baseline: RobustnessResult
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    errors = _errors_by_severity(result, "result")
+    base = _errors_by_severity(baseline, "baseline")
+    _check_comparable(result, baseline)
+    return errors, base
