@@ -30,9 +30,15 @@ def load_gate_policy(settings: Settings) -> GatePolicy:
         PolicyError: the file is missing or malformed, names an unknown metric, asks a
             confidence bound or a champion comparison the checks do not compute.
     """
-    from tai.evaluation.registry import metric_specs
+    from tai.check import Stage
+    from tai.evaluation.registry import GATED_STAGES, metric_specs
 
-    return load_policy(settings.policy_file, metric_specs(check_options(settings)))
+    options = check_options(settings)
+    return load_policy(
+        settings.policy_file,
+        metric_specs(options, stages=GATED_STAGES),
+        monitoring_specs=metric_specs(options, stages=(Stage.MONITORING,)),
+    )
 
 
 def check_options(settings: Settings) -> CheckOptions:

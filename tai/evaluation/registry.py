@@ -10,10 +10,10 @@ metric table and the report template to it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from tai.check import Check, DeclaredCheck, MetricSpec, Principle
+from tai.check import Check, DeclaredCheck, MetricSpec, Principle, Stage
 from tai.data.checks import DATA_CHECKS
 from tai.monitoring.checks import MONITORING_CHECKS
 from tai.principles.autonomy.checks import SelectivePredictionCheck
@@ -102,8 +102,10 @@ def all_checks(options: CheckOptions | None = None) -> tuple[Check | DeclaredChe
     return (*DATA_CHECKS, *evaluation_checks(options), *MONITORING_CHECKS)
 
 
-def metric_specs(options: CheckOptions | None = None) -> dict[str, MetricSpec]:
-    """Every declared metric by name.
+def metric_specs(
+    options: CheckOptions | None = None, *, stages: Collection[Stage] | None = None
+) -> dict[str, MetricSpec]:
+    """Every declared metric by name (of the checks of ``stages`` only, when given).
 
     Raises:
         RuntimeError: two checks declare the same name (a programming error).
@@ -111,6 +113,8 @@ def metric_specs(options: CheckOptions | None = None) -> dict[str, MetricSpec]:
     specs: dict[str, MetricSpec] = {}
     owner: dict[str, str] = {}
     for check in all_checks(options):
+        if stages is not None and check.stage not in stages:
+            continue
         for spec in check.metric_specs():
             if spec.name in specs:
                 raise RuntimeError(
@@ -120,6 +124,9 @@ def metric_specs(options: CheckOptions | None = None) -> dict[str, MetricSpec]:
             specs[spec.name] = spec
             owner[spec.name] = check.name
     return specs
+
+
+GATED_STAGES = (Stage.DATA, Stage.MODEL, Stage.EVALUATION)  # what a model version is gated on
 
 
 def principle_of(options: CheckOptions | None = None) -> dict[str, Principle]:

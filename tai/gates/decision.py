@@ -265,3 +265,22 @@ def _judge_comparison(
         challenger_value=comparison.value_b,
         **common,
     )
+
+
+def evaluate_monitoring(
+    policy: GatePolicy,
+    metrics: Mapping[str, float],
+    *,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    not_applicable: Mapping[str, str] | None = None,
+) -> GateDecision:
+    """Judge a production batch's monitoring metrics against the ``monitoring:`` rules:
+    a rule that fails is an alarm (see :func:`evaluate_gates` for the arguments)."""
+    rules = GatePolicy(
+        version=policy.version,
+        gates=policy.monitoring,
+        sha256=policy.sha256,
+        source=policy.source,
+        confidence=policy.confidence,
+    )
+    return evaluate_gates(rules, metrics, not_applicable=not_applicable, bounds=bounds)

@@ -185,6 +185,7 @@ class GatePolicy:
     confidence: float = DEFAULT_CONFIDENCE
     champion: tuple[ChampionGate, ...] = ()
     approval: Approval = field(default_factory=lambda: Approval())
+    monitoring: tuple[Gate, ...] = ()
 
     def bound_metrics(self) -> tuple[str, ...]:
         """Metrics whose confidence bounds the evaluation must supply (``bounds=``)."""
@@ -196,7 +197,11 @@ class GatePolicy:
 
 
 def parse_policy(
-    text: str, specs: Mapping[str, MetricSpec], *, source: str = "<policy>"
+    text: str,
+    specs: Mapping[str, MetricSpec],
+    *,
+    monitoring_specs: Mapping[str, MetricSpec] | None = None,
+    source: str = "<policy>",
 ) -> GatePolicy:
     """Parse and validate a policy document.
 
@@ -210,7 +215,9 @@ def parse_policy(
 
     ``specs`` are the metrics the checks declare (:func:`tai.evaluation.registry.metric_specs`):
     the valid names, each one's direction, whether it has a confidence interval and whether
-    it can be compared with the champion.
+    it can be compared with the champion. ``monitoring_specs`` are those the rules of the
+    ``monitoring:`` section may name (the monitoring stage's metrics); without them the
+    section is refused.
     """
     try:
         doc = yaml.safe_load(text)
@@ -227,6 +234,13 @@ def parse_policy(
         )
     gates = tuple(_parse_gate(i, g, specs, source) for i, g in enumerate(doc["gates"], start=1))
     champion = _parse_champion(doc.get("champion", []), specs, source)
+    rules = doc.get("monitoring", [])
+    if rules and monitoring_specs is None:
+        raise PolicyError(f"{source}: a `monitoring:` section is not read here")
+    monitoring = tuple(
+        _parse_gate(i, g, monitoring_specs or {}, source, kind="monitoring rule")
+        for i, g in enumerate(rules, start=1)
+    )
     digest = hashlib.sha256(text.encode()).hexdigest()
     return GatePolicy(
         version=doc.get("version", 1),
@@ -236,6 +250,7 @@ def parse_policy(
         confidence=float(confidence),
         champion=champion,
         approval=Approval(**doc.get("approval", {})),
+        monitoring=monitoring,
     )
 
 
@@ -250,9 +265,16 @@ def _check_metric(metric: str, specs: Mapping[str, MetricSpec], where: str) -> M
     return specs[metric]
 
 
-def _parse_gate(number: int, raw: dict, specs: Mapping[str, MetricSpec], source: str) -> Gate:
+def _parse_gate(
+    number: int,
+    raw: dict,
+    specs: Mapping[str, MetricSpec],
+    source: str,
+    *,
+    kind: str = "gate",
+) -> Gate:
     metric = raw["metric"]
-    where = f"{source}: gate {number}"
+    where = f"{source}: {kind} {number}"
     spec = _check_metric(metric, specs, where)
     use = raw.get("use", "point")
     if use != "point" and not spec.bounded:
@@ -356,9 +378,16 @@ def _direction(raw: dict, spec: MetricSpec, where: str) -> str:
     return better
 
 
-def load_policy(path: Path, specs: Mapping[str, MetricSpec]) -> GatePolicy:
+def load_policy(
+    path: Path,
+    specs: Mapping[str, MetricSpec],
+    *,
+    monitoring_specs: Mapping[str, MetricSpec] | None = None,
+) -> GatePolicy:
     """Read and validate a policy file (see :func:`parse_policy`)."""
     path = Path(path)
     if not path.is_file():
         raise PolicyError(f"policy file {path} does not exist; create it or set TAI_POLICY_FILE")
-    return parse_policy(path.read_text(), specs, source=str(path))
+    return parse_policy(
+        path.read_text(), specs, monitoring_specs=monitoring_specs, source=str(path)
+    )

@@ -15,12 +15,13 @@ from typing import Any
 
 import jsonschema
 
-_SECTIONS = {"gates": "gate", "champion": "champion gate"}
+_SECTIONS = {"gates": "gate", "champion": "champion gate", "monitoring": "monitoring rule"}
 
 
 _ITEM_SHAPES = {
     "gates": "a mapping with `metric` and `min` or `max`",
     "champion": "a mapping with `metric` and `margin` or `require: superior`",
+    "monitoring": "a mapping with `metric` and `min` or `max`",
 }
 
 
@@ -40,7 +41,9 @@ _PRIORITY = {"type": 0, "additionalProperties": 1, "required": 2, "oneOf": 9}
 
 
 _TOP_ORDER = {
-    key: i for i, key in enumerate(("version", "confidence", "gates", "champion", "approval"))
+    key: i for i, key in enumerate(
+        ("version", "confidence", "gates", "champion", "monitoring", "approval")
+    )
 }
 
 
@@ -81,7 +84,7 @@ def _schema_message(error: jsonschema.ValidationError, doc: Any, source: str) ->
         return _approval_message(error, path, source)
     section = _SECTIONS[top]
     if len(path) == 1:
-        kind_of = "gates" if top == "gates" else "comparison gates"
+        kind_of = {"gates": "gates", "champion": "comparison gates"}.get(top, "rules")
         return f"{source}: `{top}` must be a non-empty list of {kind_of}"
     where = f"{source}: {section} {path[1] + 1}"
     item = doc[top][path[1]]

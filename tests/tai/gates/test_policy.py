@@ -4,8 +4,9 @@ import jsonschema
 import pytest
 import yaml
 
+from tai.check import MetricSpec
 from tai.evaluation.registry import metric_specs
-from tai.gates.decision import NO_CHAMPION, GateResult, evaluate_gates
+from tai.gates.decision import NO_CHAMPION, GateResult, evaluate_gates, evaluate_monitoring
 from tai.gates.policy import PolicyError, load_policy, parse_policy
 from tai.gates.schema import policy_schema
 from tai.gates.significance import PairedDifference, accuracy_difference
@@ -458,3 +459,78 @@ def test_bad_approval_section_is_refused(approval, pattern):
     text = f"version: 1\ngates: [{{metric: accuracy, min: 0.9}}]\napproval: {approval}\n"
     with pytest.raises(PolicyError, match=pattern):
         parse_policy(text, KNOWN)
+
+
+# --------------------------------------------------------------------- monitoring rules
+
+MONITOR_SPECS = {
+    "estimated_accuracy": MetricSpec(
+        "estimated_accuracy", True, "ATC estimate of the batch's accuracy", bounded=True
+    ),
+    "drift_p_value": MetricSpec("drift_p_value", True, "MMD permutation p-value"),
+}
+MONITORED = (
+    GOOD
+    + """
+monitoring:
+  - metric: estimated_accuracy
+    min: 0.95
+    use: upper
+    why: alarm when even the upper bound of the estimate is below 0.95
+  - metric: drift_p_value
+    min: 0.001
+"""
+)
+
+
+def test_the_monitoring_rules_are_parsed_against_the_monitoring_metrics():
+    policy = parse_policy(MONITORED, KNOWN, monitoring_specs=MONITOR_SPECS)
+    assert [(r.metric, r.op, r.threshold, r.use) for r in policy.monitoring] == [
+        ("estimated_accuracy", ">=", 0.95, "upper"),
+        ("drift_p_value", ">=", 0.001, "point"),
+    ]
+    assert parse_policy(GOOD, KNOWN, monitoring_specs=MONITOR_SPECS).monitoring == ()
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            "{metric: accuracy, min: 0.9}",
+            r"p.yaml: monitoring rule 1: unknown metric 'accuracy'; did you mean 'estimated_accuracy'",
+        ),
+        (
+            "{metric: drift_p_value, min: 0.01, use: lower}",
+            r"monitoring rule 1 \(drift_p_value\): no confidence bound is computed",
+        ),
+        ("{metric: estimated_accuracy}", r"monitoring rule 1 \(estimated_accuracy\): give exactly"),
+    ],
+)
+def test_a_malformed_monitoring_rule_is_refused(rule, message):
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(
+            GOOD + f"monitoring: [{rule}]", KNOWN, monitoring_specs=MONITOR_SPECS, source="p.yaml"
+        )
+
+
+def test_a_monitoring_section_where_none_is_read_is_refused():
+    with pytest.raises(PolicyError, match="a `monitoring:` section is not read here"):
+        parse_policy(MONITORED, KNOWN)
+
+
+def test_a_failed_monitoring_rule_is_an_alarm_that_explains_itself():
+    policy = parse_policy(MONITORED, KNOWN, monitoring_specs=MONITOR_SPECS)
+    healthy = evaluate_monitoring(
+        policy,
+        {"estimated_accuracy": 0.97, "drift_p_value": 0.4},
+        bounds={"estimated_accuracy": (0.94, 0.99)},
+    )
+    assert healthy.passed
+    harmed = evaluate_monitoring(
+        policy,
+        {"estimated_accuracy": 0.90, "drift_p_value": 0.4},
+        bounds={"estimated_accuracy": (0.87, 0.93)},
+    )
+    assert harmed.reasons == [
+        "FAIL: estimated_accuracy upper 95% bound = 0.9300 (point 0.9000) (required >= 0.95)"
+    ]
