@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import pickle
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -143,14 +144,22 @@ def load_verified_state_dict(
     The bytes are read once; the verified bytes are the ones loaded.
 
     Raises:
-        IntegrityError: see :func:`verify_sha256`.
+        IntegrityError: see :func:`verify_sha256`; or the file is a pickle of Python
+            objects (code that loading would run), not plain weights.
         FileNotFoundError: if ``path`` does not exist.
     """
     import torch
 
     data = Path(path).read_bytes()
     verify_sha256(data, expected, source=source)
-    state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:  # torch's "Weights only load failed ..."
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise IntegrityError(
+            f"{source} is not plain weights: it holds Python objects that loading would run "
+            f"({first}); refusing to load it. Re-register the model from a trusted run."
+        ) from None
     if not isinstance(state, Mapping):
         raise IntegrityError(
             f"{source} holds a {type(state).__name__}, not a state dict; refusing to use it."

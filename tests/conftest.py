@@ -6,8 +6,11 @@ temporary folder here, before any test imports it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,40 @@ os.environ["GIT_PYTHON_REFRESH"] = "quiet"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def process_state_restored():
+    """Put back what code under test may change for the whole process: environment
+    variables (the CLI's ``setdefault`` of ``MLFLOW_TRACKING_URI``, say), logger levels,
+    ``logging.disable`` and warning filters."""
+    env = dict(os.environ)
+    filters = list(warnings.filters)
+    disabled = logging.root.manager.disable
+    levels = {
+        name: logger.level
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    root_level = logging.root.level
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        warnings.filters[:] = filters
+        logging.disable(disabled)
+        logging.root.setLevel(root_level)
+        for name, logger in list(logging.root.manager.loggerDict.items()):
+            if isinstance(logger, logging.Logger):
+                logger.setLevel(levels.get(name, logging.NOTSET))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_process_state():
+    """No test leaks settings, environment variables or logging state into the next."""
+    with process_state_restored():
+        yield
 
 
 @pytest.fixture

@@ -117,10 +117,17 @@ def data_merge(
                 err=True,
             )
         else:
-            emit_data_merged(
+            event_id = emit_data_merged(
                 "oxen", settings.data_repository, into, commit_id, source, {"via": "tai data merge"}
             )
-            typer.echo(f"emitted tai.data.merged for {commit_id}")
+            if event_id is None:
+                typer.echo(
+                    "note: Prefect emitted no tai.data.merged event (events are off in this "
+                    "Prefect configuration); retrain with `tai run` or enable events",
+                    err=True,
+                )
+            else:
+                typer.echo(f"emitted tai.data.merged for {commit_id} (event {event_id})")
 
 
 @app.command("install-hooks")

@@ -136,15 +136,40 @@ def test_an_oxen_merge_emits_the_data_merged_event(tiny_settings, tiny_repo, tmp
     import infra.events
 
     emitted = []
+
+    def emit(*args):
+        emitted.append(args)
+        return "0b5e55ed-0000-4000-8000-000000000000"
+
     monkeypatch.setattr(infra.events, "prefect_api_url", lambda: "http://127.0.0.1:4200/api")
-    monkeypatch.setattr(infra.events, "emit_data_merged", lambda *a: emitted.append(a))
+    monkeypatch.setattr(infra.events, "emit_data_merged", emit)
     extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 1}, classes=1, seed=3)
     assert _run("data", "branch", "more").exit_code == 0
     assert _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "m").exit_code == 0
     merged = _run("data", "merge", "more")
     commit_id = merged.stdout.splitlines()[0].rsplit(" ", 1)[-1]
     assert emitted == [("oxen", "data", "main", commit_id, "more", {"via": "tai data merge"})]
-    assert f"emitted tai.data.merged for {commit_id}" in merged.stdout
+    assert (
+        f"emitted tai.data.merged for {commit_id} (event 0b5e55ed-0000-4000-8000-000000000000)"
+        in merged.stdout
+    )
+
+
+def test_an_oxen_merge_whose_event_prefect_did_not_emit_says_so(
+    tiny_settings, tiny_repo, tmp_path, monkeypatch
+):
+    """emit_data_merged returns None when Prefect emits nothing: no "emitted" line then."""
+    import infra.events
+
+    monkeypatch.setattr(infra.events, "prefect_api_url", lambda: "http://127.0.0.1:4200/api")
+    monkeypatch.setattr(infra.events, "emit_data_merged", lambda *a: None)
+    extra = write_tiny_dataset(tmp_path / "extra", counts={"train": 1}, classes=1, seed=3)
+    assert _run("data", "branch", "more").exit_code == 0
+    assert _run("data", "commit", str(extra.parent), "--branch", "more", "-m", "m").exit_code == 0
+    merged = _run("data", "merge", "more")
+    assert merged.exit_code == 0
+    assert "emitted" not in merged.stdout
+    assert "note: Prefect emitted no tai.data.merged event" in merged.stderr
 
 
 def test_an_oxen_merge_without_a_prefect_server_says_no_event_was_emitted(

@@ -105,9 +105,16 @@ def test_a_recorded_but_malicious_pickle_is_still_not_executed(tmp_path):
     flag = tmp_path / "pwned"
     digest = sha256_hex(_saved(tmp_path / "evil.pt", {"w": _Exploit(str(flag))}))
 
-    with pytest.raises(Exception, match="[Ww]eights only load failed|Unsupported global"):
-        load_verified_state_dict(tmp_path / "evil.pt", [digest], source="evil")
+    with pytest.raises(IntegrityError) as refused:
+        load_verified_state_dict(tmp_path / "evil.pt", [digest], source="weights of run r1")
     assert not flag.exists()
+    message = str(refused.value)
+    assert message.startswith(
+        "weights of run r1 is not plain weights: it holds Python objects that loading would "
+        "run (Weights only load failed"
+    )
+    assert message.endswith("refusing to load it. Re-register the model from a trusted run.")
+    assert "\n" not in message  # one line for the CLI
 
 
 def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
