@@ -497,7 +497,8 @@ def test_the_monitoring_rules_are_parsed_against_the_monitoring_metrics():
     [
         (
             "{metric: accuracy, min: 0.9}",
-            r"p.yaml: monitoring rule 1: unknown metric 'accuracy'; did you mean 'estimated_accuracy'",
+            r"p.yaml: monitoring rule 1: unknown metric 'accuracy'; "
+            "did you mean 'estimated_accuracy'",
         ),
         (
             "{metric: drift_p_value, min: 0.01, use: lower}",
