@@ -9,6 +9,8 @@ A flow resolves a branch to a commit id once and then reads only that commit, th
 from __future__ import annotations
 
 import abc
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,6 +32,60 @@ def clean_prefix(prefix: str, *, reserved: tuple[str, ...] = ()) -> str:
             f"`dest_prefix` must be a relative folder inside the repository, got {prefix!r}"
         )
     return "/".join(parts)
+
+
+def upload_plan(local_dir: Path, prefix: str) -> list[tuple[Path, str]]:
+    """The files under ``local_dir`` and the key each gets under ``prefix``, checked before
+    anything is copied or staged, so a refused folder leaves no partial upload.
+
+    Symbolic links are not followed out of the folder: a link to a file inside it uploads
+    that file's content under the link's name; a link that leaves the folder (to
+    ``/etc/passwd``, say), a link to a folder, and special files (pipes, sockets, devices)
+    are refused. Keys are ``/``-separated relative paths; a name holding a backslash, which
+    some object stores read as a separator, is refused too.
+
+    Raises:
+        DataStoreError: naming every offending path and what to do.
+    """
+    root = Path(local_dir).resolve()
+    plan: list[tuple[Path, str]] = []
+    refused: list[str] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        for name in sorted(dirs):
+            if (Path(folder) / name).is_symlink():
+                refused.append(f"{_shown(root, Path(folder) / name)} (a link to a folder)")
+        for name in sorted(names):
+            path = Path(folder) / name
+            shown = _shown(root, path)
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(root):
+                    refused.append(f"{shown} (a link to {target}, outside the folder)")
+                    continue
+                if not target.is_file():
+                    refused.append(f"{shown} (a link to something that is not a file)")
+                    continue
+            elif not stat.S_ISREG(path.lstat().st_mode):
+                refused.append(f"{shown} (not a regular file)")
+                continue
+            relative = path.relative_to(root).as_posix()
+            if "\\" in relative:
+                refused.append(f"{shown} (a backslash in the name)")
+                continue
+            plan.append((path, "/".join(filter(None, [prefix, relative]))))
+    if refused:
+        listed = "; ".join(refused[:5]) + (
+            f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        )
+        raise DataStoreError(
+            f"refusing to upload {local_dir}: {listed}; copy the real files into the folder "
+            "instead (nothing was uploaded)"
+        )
+    return sorted(plan, key=lambda item: item[1])
+
+
+def _shown(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def check_commit_arguments(message: str, metadata: dict[str, str]) -> None:

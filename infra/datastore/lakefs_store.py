@@ -45,6 +45,7 @@ from infra.datastore.base import (
     DataStoreError,
     check_commit_arguments,
     clean_prefix,
+    upload_plan,
 )
 from infra.datastore.cache import CommitCache
 
@@ -220,19 +221,19 @@ class LakeFSDataStore(DataStore):
         if not local_dir.is_dir():
             raise DataStoreError(f"cannot upload {local_dir}: it is not a folder")
         prefix = clean_prefix(dest_prefix)
-        files = sorted(path for path in local_dir.rglob("*") if path.is_file())
-        if not files:
+        plan = upload_plan(local_dir, prefix)
+        if not plan:
             return 0
         self._branch_head(branch)  # fail fast, naming the branches that exist
         target = self._repo().branch(branch)
 
-        def put(path: Path) -> None:
-            key = "/".join(filter(None, [prefix, path.relative_to(local_dir).as_posix()]))
+        def put(item: tuple[Path, str]) -> None:
+            path, key = item
             with self._calling(f"upload {path} to `{key}` on branch `{branch}`"):
                 target.object(key).upload(data=path.read_bytes(), mode="wb", pre_sign=False)
 
-        _run_parallel(put, files, self.max_workers)
-        return len(files)
+        _run_parallel(put, plan, self.max_workers)
+        return len(plan)
 
     def commit(self, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
         from lakefs.exceptions import BadRequestException

@@ -47,6 +47,7 @@ from infra.datastore.base import (
     DataStoreError,
     check_commit_arguments,
     clean_prefix,
+    upload_plan,
 )
 from infra.datastore.cache import CommitCache
 
@@ -147,21 +148,19 @@ class OxenDataStore(DataStore):
         if not local_dir.is_dir():
             raise DataStoreError(f"cannot upload {local_dir}: it is not a folder")
         prefix = clean_prefix(dest_prefix, reserved=(".oxen",))
-        files = sorted(path for path in local_dir.rglob("*") if path.is_file())
-        if not files:
+        plan = upload_plan(local_dir, prefix)
+        if not plan:
             return 0
         with self._oxen(f"upload {local_dir} to branch `{branch}`") as repo:
             self._checkout_for_write(repo, branch)
-            target = self.root / prefix
-            for path in files:
-                dest = target / path.relative_to(local_dir)
+            for path, key in plan:
+                dest = self.root / key
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, dest)
             # Staging the top folders is one Oxen call each instead of one per file.
-            tops = {(prefix or p.relative_to(local_dir).as_posix()).split("/")[0] for p in files}
-            for top in sorted(tops):
+            for top in sorted({key.split("/")[0] for _, key in plan}):
                 repo.add(str(self.root / top))
-        return len(files)
+        return len(plan)
 
     def commit(self, branch: str, message: str, metadata: dict[str, str] | None = None) -> str:
         full_message = _encode_message(message, metadata or {})

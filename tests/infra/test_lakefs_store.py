@@ -590,3 +590,12 @@ def test_an_overloaded_server_raises_a_retryable_error(double, double_store):
         double_store.list_branches()
 
     assert double_store.list_branches() == ["main"]
+
+
+def test_an_upload_with_a_link_out_of_the_folder_sends_nothing(double, double_store, tmp_path):
+    folder = _folder(tmp_path / "src", {"train/0/a.png": "a"})
+    (folder / "train" / "0" / "escape.png").symlink_to("/etc/passwd")
+    with pytest.raises(DataStoreError, match=r"escape.png \(a link to /etc/passwd"):
+        double_store.upload("main", folder, "mnist")
+    assert not any(op == "uploadObject" for _, op in double.requests)
+    assert double_store.list_files("main", prefix="mnist/") == []
