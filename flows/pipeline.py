@@ -9,6 +9,7 @@ from prefect import flow, get_run_logger
 
 from flows.lineage import lineage_tags
 from flows.preflight import load_gate_policy
+from flows.progress import current
 from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
 from flows.tasks.data_drift import compare_with_baseline, drift_metrics, drift_not_applicable
@@ -55,36 +56,41 @@ def tai_pipeline(
     """
     settings = settings or load_settings()
     log = get_run_logger()
+    progress = current()
+    progress.timings.clear()
     # Everything that can be wrong with the inputs is checked before anything is trained.
-    policy = load_gate_policy(settings)
-    store = make_data_store(settings)
-    data_version = resolve_data_version(store, commit or branch)
-    root = materialize(store, data_version)
-    data = data_card(
-        root,
-        settings.dataset,
-        data_version,
-        settings.cache_dir,
-        settings.seed,
-        settings.group_column,
-        settings.factor_method,
-    )
+    with progress.stage("inputs"):
+        policy = load_gate_policy(settings)
+        store = make_data_store(settings)
+        data_version = resolve_data_version(store, commit or branch)
+    with progress.stage("data engineering"):
+        root = materialize(store, data_version)
+        data = data_card(
+            root,
+            settings.dataset,
+            data_version,
+            settings.cache_dir,
+            settings.seed,
+            settings.group_column,
+            settings.factor_method,
+        )
     card = data.card
 
     mlflow = MlflowStore(settings)
     lineage = lineage_tags(data_version, policy)
     run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
     try:
-        drift = compare_with_baseline(
-            store,
-            mlflow,
-            data_version,
-            root,
-            data,
-            settings.dataset,
-            settings.cache_dir,
-            settings.seed,
-        )
+        with progress.stage("data drift"):
+            drift = compare_with_baseline(
+                store,
+                mlflow,
+                data_version,
+                root,
+                data,
+                settings.dataset,
+                settings.cache_dir,
+                settings.seed,
+            )
         data = replace(data, card={**card, "drift": drift})
         card = data.card
         data_numbers = {**data_metrics(card), **drift_metrics(drift)}
@@ -92,39 +98,47 @@ def tai_pipeline(
         mlflow.log_file(run_id, data.factors_png, "data")
         mlflow.log_metrics(run_id, data_numbers)
         mlflow.log_params(run_id, settings_params(settings))
-        trained = train_model(settings, root, run_id)
-        calibrated = calibrate(trained, settings.target_coverage)
-        champion = load_champion(mlflow)
-        evaluation = evaluate(
-            calibrated, trained, settings, policy, data_version.commit_id, champion
-        )
+        with progress.stage("training"):
+            trained = train_model(settings, root, run_id)
+        with progress.stage("calibration"):
+            calibrated = calibrate(trained, settings.target_coverage)
+        with progress.stage("evaluation"):
+            champion = load_champion(mlflow)
+            evaluation = evaluate(
+                calibrated, trained, settings, policy, data_version.commit_id, champion
+            )
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
-        comparisons = compare_with_champion(evaluation, policy, settings.seed)
-        decision = judge(
-            policy,
-            {**evaluation.metrics, **data_numbers},
-            {**drift_not_applicable(drift), **evaluation.not_applicable()},
-            evaluation.bounds,
-            comparisons,
-        )
+        with progress.stage("gates"):
+            comparisons = compare_with_champion(evaluation, policy, settings.seed)
+            decision = judge(
+                policy,
+                {**evaluation.metrics, **data_numbers},
+                {**drift_not_applicable(drift), **evaluation.not_applicable()},
+                evaluation.bounds,
+                comparisons,
+            )
         mlflow.log_json(run_id, decision.as_dict(), "tai/gate_decision.json")
-        example = trained.data.splits["test"].images[:2]
-        mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
-        promotion = register_and_promote(
-            mlflow,
-            run_id,
-            example,
-            evaluation,
-            decision,
-            lineage,
-            data,
-            settings.reports_dir,
-            classes=trained.data.classes,
-            defer_threshold=calibrated.abstention_threshold,
-            approval_timeout_s=policy.approval.timeout_s if policy.approval.required else None,
-            comparisons=comparisons,
-        )
+        with progress.stage("registration"):
+            example = trained.data.splits["test"].images[:2]
+            mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
+            promotion = register_and_promote(
+                mlflow,
+                run_id,
+                example,
+                evaluation,
+                decision,
+                lineage,
+                data,
+                settings.reports_dir,
+                classes=trained.data.classes,
+                defer_threshold=calibrated.abstention_threshold,
+                approval_timeout_s=(
+                    policy.approval.timeout_s if policy.approval.required else None
+                ),
+                comparisons=comparisons,
+            )
+        mlflow.log_metrics(run_id, {f"time/{k}": v for k, v in progress.timings.items()})
     except BaseException:
         mlflow.end_run(run_id, failed=True)
         raise

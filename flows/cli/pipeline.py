@@ -29,9 +29,11 @@ def run(
 
     _, version = check_inputs(settings, commit or branch)  # fail fast, before Prefect starts
     from flows.pipeline import tai_pipeline
+    from flows.progress import for_terminal, showing
     from flows.summary import describe_result
 
-    result = tai_pipeline(branch=branch, commit=version.commit_id, settings=settings)
+    with showing(for_terminal()):
+        result = tai_pipeline(branch=branch, commit=version.commit_id, settings=settings)
     typer.echo(describe_result(result))
 
 
@@ -41,8 +43,11 @@ def demo() -> None:
     """Import the MNIST sample if needed, run the pipeline, change the data, run again."""
     settings = current_settings()
     from flows.demo import run_demo
+    from flows.progress import for_terminal, showing
 
-    typer.echo(run_demo(settings, echo=typer.echo))
+    with showing(for_terminal()):
+        summary = run_demo(settings, echo=typer.echo)
+    typer.echo(summary)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.preflight import check_options
+from flows.progress import current
 from flows.tasks._retry import retry_transient
 from flows.tasks.training import TrainedModel
 from infra.integrity import WEIGHTS_SHA256_TAG
@@ -182,6 +183,7 @@ def evaluate(
         bound_metrics=policy.bound_metrics(),
         embeddings=embeddings,
         seed=settings.seed,
+        observe=current().check,
     )
 
 

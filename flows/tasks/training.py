@@ -13,9 +13,26 @@ from prefect.cache_policies import NO_CACHE
 from pytorch_lightning.loggers import MLFlowLogger
 
 from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
+from flows.progress import current
 from infra.settings import Settings
 from tai.modeling.datamodule import FolderDataModule
 from tai.modeling.module import ClassifierModule
+
+
+class ProgressCallback(pl.Callback):
+    """Reports training to the run's progress display (epoch, batch, loss)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current().training_started(int(trainer.max_epochs or 1), int(trainer.num_training_batches))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        current().training_step(trainer.current_epoch, batch_idx, float(loss))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current().training_done()
 
 
 @dataclass
@@ -83,7 +100,9 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
         run_id=run_id,
     )
     trainer = make_trainer(
-        settings, logger=logger, callbacks=tai_callbacks(settings.tai_budget, settings.corruptions)
+        settings,
+        logger=logger,
+        callbacks=[*tai_callbacks(settings.tai_budget, settings.corruptions), ProgressCallback()],
     )
     trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

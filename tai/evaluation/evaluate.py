@@ -11,7 +11,8 @@ refer to, what MLflow logs and what the trust report tabulates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,13 +92,28 @@ class Evaluation:
         }
 
 
-def run_checks(checks: Sequence[Check], ctx: EvalContext) -> Evaluation:
+Observer = Callable[[str, int, int], AbstractContextManager[object]]
+
+
+def run_checks(
+    checks: Sequence[Check], ctx: EvalContext, *, observe: Observer | None = None
+) -> Evaluation:
     """Run each check on ``ctx`` with its own generator (seeded from the run's seed and the
-    check's name, so adding a check never changes what another one sees)."""
+    check's name, so adding a check never changes what another one sees).
+
+    Args:
+        checks: the checks, run in this order.
+        ctx: what they measure.
+        observe: ``observe(name, index, total)`` gives a context manager entered around
+            each check (a progress display, a timer); none by default.
+    """
     names = [c.name for c in checks]
     if len(set(names)) != len(names):
         raise ValueError(f"two checks share a name in {names}; names identify results")
-    results = {c.name: c.run(ctx, check_generator(ctx.seed, c.name)) for c in checks}
+    results = {}
+    for index, check in enumerate(checks):
+        with observe(check.name, index, len(checks)) if observe else nullcontext():
+            results[check.name] = check.run(ctx, check_generator(ctx.seed, check.name))
     return Evaluation(
         classes=list(ctx.classes),
         targets=ctx.targets,
@@ -128,6 +144,7 @@ def evaluate_model(
     bound_metrics: Sequence[str] = (),
     embeddings: Tensor | None = None,
     seed: int = 0,
+    observe: Observer | None = None,
 ) -> Evaluation:
     """Run every registered check on a held-out split held in memory.
 
@@ -151,6 +168,7 @@ def evaluate_model(
         bound_metrics: metrics whose bounds a gate judges.
         embeddings: the model's embeddings of ``images`` (e.g. from a cache).
         seed: the run's seed.
+        observe: wraps each check (see :func:`run_checks`).
 
     Raises:
         ValueError: the model has no ``embed``, or ``embeddings`` do not match ``images``.
@@ -191,4 +209,6 @@ def evaluate_model(
         bound_metrics=frozenset(bound_metrics),
         seed=seed,
     )
-    return run_checks(checks if checks is not None else evaluation_checks(options), ctx)
+    return run_checks(
+        checks if checks is not None else evaluation_checks(options), ctx, observe=observe
+    )

@@ -32,6 +32,11 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     assert v1.tags["tai.gates.passed"] == "true"
     assert v1.tags["tai.gate.accuracy"].startswith("pass: accuracy = ")
     assert first.report_path.is_file() and "Trust report" in first.report_path.read_text()
+    # Each stage's duration is a metric of the run: a slow stage is visible later.
+    timings = registry.client.get_run(first.run_id).data.metrics
+    stages = ("data engineering", "training", "evaluation", "gates", "registration")
+    assert all(timings[f"time/{stage}"] >= 0 for stage in stages)
+    assert timings["time/check/calibration"] >= 0
     # No secret of the settings reached MLflow: params, tags, logs, artifacts, database.
     assert mlflow_leaks(tiny_settings, secret_values(tiny_settings)) == []
 

@@ -1,0 +1,93 @@
+"""The live view of a long run: plain lines when not on a terminal, a live display on
+one, timings either way, and nothing that breaks on a pipe, a narrow terminal or a
+failure half-way."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from flows.progress import RunProgress, current, for_terminal, showing
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_stages(progress: RunProgress) -> None:
+    with progress.stage("data engineering"):
+        pass
+    with progress.stage("training"):
+        progress.training_started(2, 3)
+        for epoch in range(2):
+            for batch in range(3):
+                progress.training_step(epoch, batch, 1.0 / (1 + epoch * 3 + batch))
+        progress.training_done()
+    with progress.stage("evaluation"):
+        for i, name in enumerate(["calibration", "corruptions"]):
+            with progress.check(name, i, 2):
+                pass
+
+
+def test_without_a_terminal_each_stage_epoch_and_check_is_one_plain_line():
+    out = io.StringIO()
+    assert for_terminal(out).live is False
+    with showing(for_terminal(out)) as progress:
+        _run_stages(progress)
+    text = out.getvalue()
+    untimed = [re.sub(r" \(?(done in )?[0-9.]+ s\)?", "", line) for line in text.splitlines()]
+    assert untimed == [
+        "data engineering",
+        "training: epoch 1/2, loss 0.333",
+        "training: epoch 2/2, loss 0.167",
+        "training",
+        "evaluation: calibration (1/2)",
+        "evaluation: corruptions (2/2)",
+        "evaluation",
+    ]
+    assert set(progress.timings) == {
+        "data engineering",
+        "training",
+        "evaluation",
+        "check/calibration",
+        "check/corruptions",
+    }
+    assert all(v >= 0 for v in progress.timings.values())
+
+
+@pytest.mark.parametrize("width", [20, 120])
+def test_on_a_terminal_the_live_display_draws_every_stage_even_when_narrow(width, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(width))
+    out = _Tty()
+    progress = for_terminal(out)
+    assert progress.live is True
+    with showing(progress):
+        _run_stages(progress)
+    text = out.getvalue()
+    for stage in ("data engineering", "training", "evaluation"):
+        assert stage[: max(width // 4, 4)] in text
+
+
+def test_a_failure_half_way_stops_the_display_so_the_error_is_printed_last():
+    out = _Tty()
+    with pytest.raises(RuntimeError, match="boom"):
+        with showing(for_terminal(out)) as progress:
+            with progress.stage("training"):
+                raise RuntimeError("boom")
+    assert current().live is None  # the quiet default is back
+    assert "training" in out.getvalue()
+    # the display was stopped: anything written now comes after it
+    out.write("error: boom\n")
+    assert out.getvalue().rstrip().endswith("error: boom")
+
+
+def test_the_quiet_default_only_keeps_timings():
+    progress = current()
+    assert progress.live is None
+    progress.timings.clear()
+    with progress.stage("x"):
+        pass
+    assert "x" in progress.timings
