@@ -39,6 +39,7 @@ class CheckOptions:
         corruption_budget: test images corrupted.
         prototypes_per_class: prototypes explained per class.
         ig_steps: Integrated Gradients steps.
+        explanation_budget: test images the explanation-quality metrics are computed on.
         epsilons: L-infinity radii of FGSM and PGD; empty switches both off.
         pgd_steps: PGD iterations.
         adversarial_budget: test images attacked.
@@ -54,6 +55,7 @@ class CheckOptions:
     corruption_budget: int = 1000
     prototypes_per_class: int = 1
     ig_steps: int = 32
+    explanation_budget: int = 256
     epsilons: Sequence[float] = (0.05, 0.1)
     pgd_steps: int = 10
     adversarial_budget: int = 256
@@ -76,7 +78,11 @@ def evaluation_checks(options: CheckOptions | None = None) -> tuple[Check, ...]:
         CorruptionCheck(
             o.corruptions, o.severities, budget=o.corruption_budget, batch_size=o.batch_size
         ),
-        ExplanationCheck(prototypes_per_class=o.prototypes_per_class, ig_steps=o.ig_steps),
+        ExplanationCheck(
+            prototypes_per_class=o.prototypes_per_class,
+            ig_steps=o.ig_steps,
+            quality_budget=o.explanation_budget,
+        ),
         ClassFairnessCheck(),
         GroupFairnessCheck(),
         ClusterFairnessCheck(o.clusters_per_class),

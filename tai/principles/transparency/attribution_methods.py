@@ -6,9 +6,12 @@
   ``convergence_delta``.
 - ``saliency``: Simonyan et al., "Deep Inside Convolutional Networks", 2014: the absolute
   gradient of the target logit with respect to every input value (captum ``Saliency``).
-- ``gradcam``: Selvaraju et al., ICCV 2017: the ReLU of the gradient-weighted activations of
-  a convolutional layer (captum ``LayerGradCam``), upsampled bilinearly to the input size
-  with ``LayerAttribution.interpolate``. One channel: maps are ``(N, 1, H, W)``.
+- ``gradcam``: Selvaraju et al., ICCV 2017: ``ReLU(sum_k w_k A_k)`` with ``A`` the
+  activations of a convolutional layer (its output) and ``w_k`` the spatial mean of the
+  gradient of the target logit with respect to channel ``k`` (captum ``LayerGradCam``),
+  upsampled bilinearly to the input size with ``LayerAttribution.interpolate``
+  (``torch.nn.functional.interpolate``, ``align_corners=False``). One channel: maps are
+  ``(N, 1, H, W)``.
 - ``occlusion``: Zeiler & Fergus, ECCV 2014: the drop of the target logit when a square
   window (all channels) slides over the image and is set to 0 (captum ``Occlusion``).
 

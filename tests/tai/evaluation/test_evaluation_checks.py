@@ -167,6 +167,15 @@ def test_champion_comparisons_are_paired_on_the_same_images(evaluation):
         "class_accuracy_gap",
         "worst_group_accuracy",
         "group_error_rate_gap",
+        "deletion_auc",
+        "insertion_auc",
+        "infidelity",
+        "sensitivity",
+        "sanity_integrated_gradients_correlation",
+        "sanity_saliency_correlation",
+        "sanity_gradcam_correlation",
+        "sanity_occlusion_correlation",
+        "mia_advantage",
     }
 
 

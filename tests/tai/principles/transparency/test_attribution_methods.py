@@ -4,6 +4,7 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from torch import nn
+from torch.nn import functional as F
 
 from tai.principles.transparency.attribution_methods import (
     METHODS,
@@ -126,6 +127,50 @@ def test_gradcam_defaults_to_the_last_conv_layer_and_matches_captum():
     expected = LayerAttribution.interpolate(layer_map, (8, 8), interpolate_mode="bilinear")
     torch.testing.assert_close(result.maps, expected)
     assert torch.all(result.maps >= 0)
+
+
+def _gradcam_by_hand(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: torch.Tensor):
+    """Grad-CAM (Selvaraju et al., 2017) from its definition, with plain torch hooks: the
+    layer's activations A (a forward hook), the gradient of each image's target logit
+    with respect to them, weights = the spatial mean of that gradient per channel,
+    ReLU(sum_k w_k A_k), upsampled bilinearly (align_corners=False) to the input."""
+    kept = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: kept.update(a=output))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    activations = kept["a"]
+    chosen = logits.gather(1, target[:, None]).sum()  # images are independent in eval mode
+    (gradients,) = torch.autograd.grad(chosen, activations)
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    cam = torch.relu((weights * activations).sum(dim=1, keepdim=True))
+    return cam.detach(), F.interpolate(cam, size=x.shape[2:], mode="bilinear").detach()
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_gradcam_equals_an_independent_computation_with_hooks(pooled):
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.Tanh(),  # negative activations: the ReLU of the weighted sum matters
+        nn.MaxPool2d(2) if pooled else nn.Identity(),  # a 4x4 map upsampled to 8x8
+        nn.Conv2d(4, 3, 3, padding=1),
+        nn.Tanh(),
+        nn.Flatten(),
+        nn.Linear(3 * (16 if pooled else 64), 3),
+    ).double()
+    model.eval()
+    x = _images(6)
+    target = torch.tensor([0, 1, 2, 2, 1, 0])
+
+    result = attribute(model, x, target, method="gradcam", batch_size=4)
+
+    assert result.target_layer == "3"  # the last Conv2d by default
+    cam, expected = _gradcam_by_hand(model, model[3], x.clone(), target)
+    assert cam.shape[2:] == ((4, 4) if pooled else (8, 8))
+    assert (cam > 0).any() and (cam == 0).any()  # the ReLU clipped some cells, not all
+    torch.testing.assert_close(result.maps, expected, rtol=1e-9, atol=1e-12)
 
 
 def test_gradcam_on_a_named_layer_is_upsampled_to_the_input():
