@@ -1,10 +1,14 @@
-"""The three ways the `tai-pipeline` flow is started: on new data, nightly, and by hand.
+"""How the flows are started: `tai-pipeline` on new data, nightly and by hand, and
+`tai-monitor-inbox` on schedule over the production inbox.
 
 - ``tai-pipeline/on-data-merge``: a deployment trigger on ``tai.data.merged`` for one
   branch of one repository; the event's ``commit_id`` becomes the flow's ``commit``, so the
   run is pinned to the merge commit even if the branch moves on.
 - ``tai-pipeline/nightly``: a cron schedule that retrains on the branch head.
 - ``tai-pipeline/manual``: no schedule or trigger; for ``prefect deployment run`` and the UI.
+- ``tai-monitor-inbox/scheduled``: a cron schedule (hourly by default) that monitors the
+  newest batch production committed to the inbox branch, once per commit; an alarm puts
+  images on a review branch, whose merge retrains through ``on-data-merge``.
 
 :func:`serve_pipeline` serves them from this process (``prefect.serve``); ``prefect.yaml``
 at the repository root declares the same three for a work pool (``prefect deploy --all``).
@@ -106,11 +110,43 @@ def pipeline_deployments(
     ]
 
 
-def serve_pipeline(*, limit: int | None = 1, **kwargs: Any) -> None:
-    """Serve the three deployments from this process until interrupted (blocking).
+MONITOR = "scheduled"
+
+
+def monitor_deployments(
+    *, inbox: str = "inbox", prefix: str = "incoming", cron: str = "0 * * * *"
+) -> list[RunnerDeployment]:
+    """The scheduled monitoring of the production inbox (``inbox``, path ``prefix``).
+
+    Raises:
+        ValueError: if the cron string is invalid.
+    """
+    schedule = nightly_schedule(cron)
+    from flows.monitor import monitor_inbox
+
+    return [
+        monitor_inbox.to_deployment(
+            name=MONITOR,
+            schedules=[schedule],
+            parameters={"ref": inbox, "prefix": prefix},
+            description=f"Monitors the newest batch of {inbox}:{prefix} on schedule {cron}.",
+            tags=TAGS,
+        )
+    ]
+
+
+def serve_pipeline(
+    *,
+    limit: int | None = 1,
+    monitor: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """Serve the pipeline's three deployments (and, given ``monitor``, the inbox's
+    monitoring) from this process until interrupted (blocking).
 
     Args:
-        limit: how many pipeline runs may execute at once (one trains at a time by default).
+        limit: how many flow runs may execute at once (one trains at a time by default).
+        monitor: arguments of :func:`monitor_deployments`; None serves no monitoring.
         **kwargs: passed to :func:`pipeline_deployments`.
 
     Raises:
@@ -119,4 +155,7 @@ def serve_pipeline(*, limit: int | None = 1, **kwargs: Any) -> None:
     require_prefect_api("serving the pipeline deployments")
     from prefect import serve
 
-    serve(*pipeline_deployments(**kwargs), limit=limit)
+    deployments = pipeline_deployments(**kwargs)
+    if monitor is not None:
+        deployments += monitor_deployments(**monitor)
+    serve(*deployments, limit=limit)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.lineage import lineage_tags
-from flows.preflight import load_gate_policy
+from flows.lineage import lineage_tags, same_inputs
+from flows.preflight import load_run_inputs, run_settings
 from flows.progress import current
 from flows.stores import make_data_store
 from flows.tasks.data import data_card, materialize, resolve_data_version
@@ -20,11 +21,13 @@ from flows.tasks.evaluation import (
     load_champion,
     weights_config,
 )
+from flows.tasks.monitoring import fit_monitoring
 from flows.tasks.promotion import judge, register_and_promote
 from flows.tasks.training import train_model
-from infra.mlflow_store import MlflowStore
+from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings, load_settings
-from tai.data.card import data_metrics
+from tai import tags
+from tai.data.card import data_metrics, data_not_applicable
 
 
 @dataclass(frozen=True)
@@ -41,18 +44,29 @@ class PipelineResult:
     report_path: Path
     gates_passed: bool = False
     approval: str = ""  # a person's decision, when the policy asked for one
+    data: dict[str, float] = field(default_factory=dict)  # the data card's and drift's
+    note: str = ""  # why a version that passed was not promoted (the champion moved)
+    reused: bool = False  # an identical version existed: nothing was trained
 
 
 @flow(name="tai-pipeline", log_prints=False)
 def tai_pipeline(
-    branch: str = "main", commit: str | None = None, settings: Settings | None = None
+    branch: str = "main",
+    commit: str | None = None,
+    settings: Settings | None = None,
+    force: bool = False,
 ) -> PipelineResult:
     """Train, check, gate and register a model on one data commit.
+
+    A version trained on the same data commit, code, policy, requirements and
+    model-shaping settings is returned as it is, without training, registering or moving
+    `champion` (a nightly run on an unchanged branch, a replayed event), unless ``force``.
 
     Args:
         branch: the data branch whose head is used when no commit is given.
         commit: a data commit id; pins the run to it.
         settings: overrides the settings read from the environment.
+        force: train even if an identical version exists.
     """
     settings = settings or load_settings()
     log = get_run_logger()
@@ -60,9 +74,18 @@ def tai_pipeline(
     progress.timings.clear()
     # Everything that can be wrong with the inputs is checked before anything is trained.
     with progress.stage("inputs"):
-        policy = load_gate_policy(settings)
+        inputs = load_run_inputs(settings)
+        policy = inputs.policy
+        settings = run_settings(settings, inputs.requirements)
         store = make_data_store(settings)
         data_version = resolve_data_version(store, commit or branch)
+        lineage = lineage_tags(data_version, policy, inputs.requirements, settings)
+        mlflow = MlflowStore(settings)
+        if not force:
+            earlier = identical_version(mlflow, lineage)
+            if earlier is not None:
+                log.info("version %s was trained on the same inputs; nothing to do", earlier)
+                return reused_result(mlflow, earlier, data_version.commit_id)
     with progress.stage("data engineering"):
         root = materialize(store, data_version)
         data = data_card(
@@ -76,8 +99,6 @@ def tai_pipeline(
         )
     card = data.card
 
-    mlflow = MlflowStore(settings)
-    lineage = lineage_tags(data_version, policy)
     run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
     try:
         with progress.stage("data drift"):
@@ -98,6 +119,9 @@ def tai_pipeline(
         mlflow.log_file(run_id, data.factors_png, "data")
         mlflow.log_metrics(run_id, data_numbers)
         mlflow.log_params(run_id, settings_params(settings))
+        if inputs.requirements is not None:
+            requirements_text = settings.requirements_file.read_text()
+            mlflow.log_text(run_id, requirements_text, "requirements/tai-requirements.yaml")
         with progress.stage("training"):
             trained = train_model(settings, root, run_id)
         with progress.stage("calibration"):
@@ -105,8 +129,13 @@ def tai_pipeline(
         with progress.stage("evaluation"):
             champion = load_champion(mlflow)
             evaluation = evaluate(
-                calibrated, trained, settings, policy, data_version.commit_id, champion
+                calibrated, trained, settings, inputs, data_version.commit_id, champion
             )
+        with progress.stage("monitoring reference"):
+            monitoring = fit_monitoring(trained, calibrated, evaluation, policy, seed=settings.seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                for path in monitoring.save(Path(tmp)):
+                    mlflow.log_file(run_id, path, "monitoring")
         mlflow.log_metrics(run_id, evaluation.metrics, prefix="test/")
         mlflow.log_json(run_id, evaluation.report(lineage), "tai/tai_report.json")
         with progress.stage("gates"):
@@ -114,14 +143,21 @@ def tai_pipeline(
             decision = judge(
                 policy,
                 {**evaluation.metrics, **data_numbers},
-                {**drift_not_applicable(drift), **evaluation.not_applicable()},
+                {
+                    **data_not_applicable(card),
+                    **drift_not_applicable(drift),
+                    **evaluation.not_applicable(),
+                },
                 evaluation.bounds,
                 comparisons,
             )
         mlflow.log_json(run_id, decision.as_dict(), "tai/gate_decision.json")
         with progress.stage("registration"):
             example = trained.data.splits["test"].images[:2]
-            mlflow.log_weights(run_id, calibrated.model.state_dict(), weights_config(calibrated))
+            image_size = example.shape[-2:]
+            mlflow.log_weights(
+                run_id, calibrated.model.state_dict(), weights_config(calibrated, image_size)
+            )
             promotion = register_and_promote(
                 mlflow,
                 run_id,
@@ -137,6 +173,10 @@ def tai_pipeline(
                     policy.approval.timeout_s if policy.approval.required else None
                 ),
                 comparisons=comparisons,
+                requirements=inputs.requirements,
+                policy=policy,
+                extra_tags={tags.ATC_THRESHOLD: repr(monitoring.reference.threshold)},
+                baseline=champion.version if champion else None,
             )
         mlflow.log_metrics(run_id, {f"time/{k}": v for k, v in progress.timings.items()})
     except BaseException:
@@ -155,10 +195,12 @@ def tai_pipeline(
         promoted=promotion.promoted,
         champion_version=promotion.champion_version,
         metrics=evaluation.metrics,
+        data=data_numbers,
         reasons=decision.reasons,
         report_path=promotion.report_path,
         gates_passed=decision.passed,
         approval=promotion.approval.explain() if promotion.approval else "",
+        note=promotion.note,
     )
 
 
@@ -175,3 +217,29 @@ def settings_params(settings: Settings) -> dict[str, object]:
         "dataset",
     )
     return {k: getattr(settings, k) for k in keys}
+
+
+def identical_version(registry: MlflowStore, lineage: dict[str, str]) -> ModelVersionInfo | None:
+    """The newest version trained on exactly the inputs of ``lineage``, if any."""
+    for version in reversed(registry.list_versions()):
+        if same_inputs(lineage, version.tags):
+            return version
+    return None
+
+
+def reused_result(registry: MlflowStore, version: ModelVersionInfo, commit: str) -> PipelineResult:
+    """What an identical earlier run produced, as this run's result."""
+    champion = registry.champion()
+    reasons = version.tags.get(tags.GATES_REASONS, "")
+    return PipelineResult(
+        data_commit=commit,
+        run_id=version.run_id,
+        version=version.version,
+        promoted=False,
+        champion_version=champion.version if champion else None,
+        metrics=registry.test_metrics(version.run_id),
+        reasons=reasons.split("; ") if reasons else [],
+        report_path=Path(version.tags.get(tags.REPORT, "")),
+        gates_passed=version.gates_passed,
+        reused=True,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flows.stores import make_data_store
@@ -11,47 +12,113 @@ from tai.gates.policy import GatePolicy, load_policy
 
 if TYPE_CHECKING:
     from tai.evaluation.registry import CheckOptions
+    from tai.gates.requirements import Requirements
 
 
-def check_inputs(settings: Settings, ref: str) -> tuple[GatePolicy, DataVersion]:
-    """Load the gate policy and resolve the data ref to a commit.
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run is judged by, checked before anything is trained: the requirements
+    (None without a requirements file), the gate policy, and the checks' options."""
+
+    policy: GatePolicy
+    requirements: Requirements | None
+    options: CheckOptions
+
+
+def check_inputs(settings: Settings, ref: str) -> tuple[RunInputs, DataVersion]:
+    """Load the requirements, the policy and the checks' options, and resolve the data
+    ref to a commit.
 
     Raises:
-        PolicyError: the policy file is missing or malformed.
+        RequirementsError: the requirements file is malformed or contradicts itself.
+        PolicyError: the policy file is missing, malformed, or looser than the
+            requirements demand.
+        SettingsError: a corruption plugin does not load or a corruption is unknown.
         DataStoreError: the branch or commit does not exist.
     """
-    return load_gate_policy(settings), make_data_store(settings).version(ref)
+    return load_run_inputs(settings), make_data_store(settings).version(ref)
 
 
-def load_gate_policy(settings: Settings) -> GatePolicy:
-    """The gate policy, checked against the metrics this configuration's checks declare.
+def load_run_inputs(settings: Settings) -> RunInputs:
+    """The requirements, the policy checked against the metrics this configuration's
+    checks declare (and against the requirements), and the checks' options.
+
+    The requirements' expected perturbations become the corruption list unless
+    ``TAI_CORRUPTIONS`` is set, which must then hold them; their group column becomes
+    ``TAI_GROUP_COLUMN`` unless that is set to the same column.
 
     Raises:
-        PolicyError: the file is missing or malformed, names an unknown metric, asks a
-            confidence bound or a champion comparison the checks do not compute.
+        RequirementsError, PolicyError, SettingsError: see :func:`check_inputs`.
     """
     from tai.check import Stage
     from tai.evaluation.registry import GATED_STAGES, metric_specs
+    from tai.gates.derivation import assert_policy_meets
 
-    options = check_options(settings)
-    return load_policy(
+    requirements = load_requirements_file(settings)
+    options = check_options(settings, requirements)
+    policy = load_policy(
         settings.policy_file,
         metric_specs(options, stages=GATED_STAGES),
         monitoring_specs=metric_specs(options, stages=(Stage.MONITORING,)),
     )
+    if requirements is not None:
+        assert_policy_meets(requirements, policy, metric_specs(options))
+    return RunInputs(policy, requirements, options)
 
 
-def check_options(settings: Settings) -> CheckOptions:
-    """The evaluation's budgets and switches, from the settings.
+def load_requirements_file(settings: Settings) -> Requirements | None:
+    """The requirements file of the settings; None when the default file does not exist
+    (a file named by ``TAI_REQUIREMENTS_FILE`` must exist)."""
+    from tai.gates.requirements import load_requirements
+
+    path = settings.requirements_file
+    if str(path) in ("", "."):  # TAI_REQUIREMENTS_FILE="": the policy alone decides
+        return None
+    if not path.is_file() and "requirements_file" not in settings.model_fields_set:
+        return None
+    check_corruptions(settings)  # the plugins' corruptions are valid perturbations too
+    return load_requirements(path)
+
+
+def run_settings(settings: Settings, requirements: Requirements | None) -> Settings:
+    """The settings a run uses: the requirements' group column fills an unset
+    ``TAI_GROUP_COLUMN`` (one that names another column is an error).
+
+    Raises:
+        SettingsError: ``TAI_GROUP_COLUMN`` names another column than the requirements.
+    """
+    column = requirements.group_column if requirements else None
+    if not column or settings.group_column == column:
+        return settings
+    if settings.group_column:
+        raise SettingsError(
+            f"TAI_GROUP_COLUMN={settings.group_column!r} but the requirements protect the "
+            f"groups of column {column!r} ({requirements.source}); set TAI_GROUP_COLUMN="
+            f"{column} or change protected_groups.column"
+        )
+    return settings.model_copy(update={"group_column": column})
+
+
+def check_options(settings: Settings, requirements: Requirements | None = None) -> CheckOptions:
+    """The evaluation's budgets and switches, from the settings (and the requirements'
+    expected perturbations, see :func:`load_run_inputs`).
 
     Raises:
         SettingsError: a corruption plugin does not load or a corruption is unknown.
+        RequirementsError: ``TAI_CORRUPTIONS`` lacks a perturbation the requirements expect.
     """
     from tai.evaluation.registry import CheckOptions
+    from tai.gates.requirements import check_corruption_list
 
+    corruptions = check_corruptions(settings)
+    if requirements is not None:
+        if "corruptions" in settings.model_fields_set:
+            check_corruption_list(requirements, corruptions)
+        else:
+            corruptions = list(requirements.corruptions)
     budget = settings.tai_budget
     return CheckOptions(
-        corruptions=tuple(check_corruptions(settings)),
+        corruptions=tuple(corruptions),
         corruption_budget=max(budget, 8),
         # The explanation-quality sample: 64 images at the default budget of 512 (95% half-
         # width about 0.056 on the MNIST sample's deletion AUC; see ExplanationCheck).

@@ -55,12 +55,14 @@ class RunProgress:
         """Time the stage ``name`` and show it while it runs."""
         start = time.perf_counter()
         task = self._open(name)
+        failed = True
         try:
             yield
+            failed = False
         finally:
             seconds = time.perf_counter() - start
             self.timings[name] = self.timings.get(name, 0.0) + seconds
-            self._close(task, name, seconds)
+            self._close(task, name, seconds, failed=failed)
 
     def _open(self, name: str) -> TaskID | None:
         if self._progress is not None:
@@ -69,12 +71,14 @@ class RunProgress:
             return task
         return None
 
-    def _close(self, task: TaskID | None, name: str, seconds: float) -> None:
+    def _close(self, task: TaskID | None, name: str, seconds: float, *, failed: bool) -> None:
+        """Mark the stage done (a failed stage says nothing: its error line follows)."""
         self._open_stages.pop(name, None)
         if self._progress is not None and task is not None:
-            self._progress.update(task, description=f"[green]✓[/] {name}", total=1, completed=1)
+            mark = "[red]✗[/]" if failed else "[green]✓[/]"
+            self._progress.update(task, description=f"{mark} {name}", total=1, completed=1)
             self._progress.stop_task(task)
-        elif self.live is False:
+        elif self.live is False and not failed:
             self._line(f"{name} done in {seconds:.1f} s")
 
     # -- training -----------------------------------------------------------------------

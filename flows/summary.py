@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from flows.pipeline import PipelineResult
@@ -11,6 +12,17 @@ from tai import tags
 
 def describe_result(result: PipelineResult) -> str:
     """A few lines on what one pipeline run did."""
+    if result.reused:
+        champion = " (the champion)" if result.champion_version == result.version else ""
+        return "\n".join(
+            [
+                f"data commit      {result.data_commit}",
+                f"unchanged        version {result.version}{champion} was trained on this "
+                "data commit, code, policy and settings already; nothing was trained "
+                "(`tai run --force` trains again)",
+                f"trust report     {result.report_path}",
+            ]
+        )
     m = result.metrics
     lines = [
         f"data commit      {result.data_commit}",
@@ -19,10 +31,21 @@ def describe_result(result: PipelineResult) -> str:
         f"corruption acc {m['mean_corruption_accuracy']:.4f} · "
         f"deletion AUC {m['deletion_auc']:.3f}",
     ]
+    leaked = result.data.get("data_split_leakage", math.nan)
+    if not math.isnan(leaked):
+        val = result.data.get("data_val_leakage", math.nan)
+        val_text = "" if math.isnan(val) else f", {val:.0f} validation images"
+        lines.append(
+            f"data leakage     {leaked:.0f} test images{val_text} also in training"
+            + (" (see the data card's leakage pairs)" if leaked or val else "")
+        )
     if result.approval:
         lines.append(f"approval         {result.approval}")
     if result.promoted:
         lines.append(f"gates            all passed: version {result.version} is now `champion`")
+    elif result.gates_passed and result.note:
+        lines.append(f"gates            all passed, but {result.note}")
+        lines.append(f"champion         {result.champion_version or 'none yet'}")
     elif result.gates_passed:
         lines.append("gates            all passed, but not approved: not promoted")
         lines.append(f"champion         {result.champion_version or 'none yet'}")

@@ -23,6 +23,7 @@ from typing import Any
 from tai import tags
 
 EVENT_DATA_MERGED = "tai.data.merged"
+EVENT_MONITOR_ALARM = "tai.monitor.alarm"
 STORES = ("oxen", "lakefs")
 
 # Dots separate the parts of a resource id, and whitespace would not survive templating.
@@ -124,6 +125,43 @@ def emit_data_merged(
     event = emit_event(
         **data_merged_event(store, repository, branch, commit_id, merge_source, metadata)
     )
+    return str(event.id) if event is not None else None
+
+
+def monitor_alarm_event(
+    model_name: str, version: str, batch_id: str, reasons: list[str], review_branch: str
+) -> dict[str, Any]:
+    """The ``tai.monitor.alarm`` event's arguments for ``prefect.events.emit_event``: the
+    resource is the model version (``tai.model.<name>.<version>``)."""
+    for argument, value in (("model_name", model_name), ("version", version)):
+        if not isinstance(value, str) or not _NAME.match(value):
+            raise EventError(
+                f"{argument} must be a non-empty name without dots or whitespace; got {value!r}"
+            )
+    return {
+        "event": EVENT_MONITOR_ALARM,
+        "resource": {
+            "prefect.resource.id": f"tai.model.{model_name}.{version}",
+            "prefect.resource.name": f"{model_name} version {version}",
+        },
+        "payload": {
+            "model_name": model_name,
+            "version": version,
+            "batch_id": batch_id,
+            "reasons": list(reasons),
+            "review_branch": review_branch or None,
+        },
+    }
+
+
+def emit_monitor_alarm(
+    model_name: str, version: str, batch_id: str, reasons: list[str], review_branch: str
+) -> str | None:
+    """Emit ``tai.monitor.alarm`` to Prefect; returns the event id, or None if none was
+    emitted. Automations on it (a message to the team, a paused deployment) react."""
+    from prefect.events import emit_event
+
+    event = emit_event(**monitor_alarm_event(model_name, version, batch_id, reasons, review_branch))
     return str(event.id) if event is not None else None
 
 

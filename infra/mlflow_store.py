@@ -92,18 +92,41 @@ class MlflowStore:
 
     @cached_property
     def experiment_id(self) -> str:
-        name = self.settings.experiment_name
+        return self._experiment(self.settings.experiment_name)
+
+    def _experiment(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
         return self.client.create_experiment(name, artifact_location=self.settings.artifact_root)
 
     # -- runs ---------------------------------------------------------------------------
-    def create_run(self, run_name: str, tags: Mapping[str, str]) -> str:
+    def create_run(
+        self, run_name: str, tags: Mapping[str, str], *, experiment: str | None = None
+    ) -> str:
+        """A new run in the settings' experiment, or in ``experiment`` (by name)."""
+        experiment_id = self._experiment(experiment) if experiment else self.experiment_id
         run = self.client.create_run(
-            self.experiment_id, run_name=self._scrub(run_name), tags=self._scrub_map(tags)
+            experiment_id, run_name=self._scrub(run_name), tags=self._scrub_map(tags)
         )
         return run.info.run_id
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run that must not be read as evidence (one that failed half-way)."""
+        self.client.delete_run(run_id)
+
+    def runs(self, experiment: str, filter_string: str = "") -> list[Any]:
+        """The finished runs of an experiment (by name), oldest first; none if it is new."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string=" and ".join(filter(None, [filter_string, "status = 'FINISHED'"])),
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        )
+        return list(runs)
 
     def end_run(self, run_id: str, *, failed: bool = False) -> None:
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
@@ -308,6 +331,11 @@ class MlflowStore:
         )
         return str(mv.version)
 
+    def version_of_run(self, run_id: str) -> ModelVersionInfo | None:
+        """The version registered from ``run_id``, if any (a retry reuses it)."""
+        found = self.client.search_model_versions(f"name='{self.model_name}' and run_id='{run_id}'")
+        return self._info(found[0]) if found else None
+
     def delete_version(self, version: str) -> None:
         self.client.delete_model_version(self.model_name, version)
 
@@ -369,6 +397,14 @@ class MlflowStore:
             (Path(tmp) / "config.json").write_text(self._scrub(text))
             self.client.log_artifacts(run_id, tmp, "weights")
         return sha256
+
+    def download_artifacts(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """A run's artifact (file or folder) downloaded under ``dst``; its local path.
+
+        Raises:
+            RegistryError: the run has no such artifact.
+        """
+        return self._download(run_id, artifact_path, dst)
 
     def load_json(self, run_id: str, artifact_file: str) -> Any:
         """A JSON artifact of a run (e.g. its TAI report)."""

@@ -25,6 +25,8 @@ def write_mnist_sample(
     dataset: str = "mnist",
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    holdout: int = 0,
+    holdout_dest: Path | None = None,
 ) -> dict[str, int]:
     """Write the MNIST sample as PNG files, split stratified by label.
 
@@ -33,21 +35,52 @@ def write_mnist_sample(
         dataset: Name of the dataset folder.
         seed: Seed of the split; the same seed gives the same files.
         fractions: Shares of ``train``, ``val`` and ``test``; positive, summing to 1.
+        holdout: images withheld (stratified, seeded) before the split, e.g. to play
+            production data no split has seen; written to ``holdout_dest`` as
+            ``<index>.png`` with their labels apart, in ``labels.csv`` (index,label).
+        holdout_dest: where the withheld images go (required with ``holdout``).
 
     Returns:
-        The number of images per split, e.g. ``{"train": 3500, "val": 750, "test": 750}``.
+        The number of images per split, e.g. ``{"train": 3500, "val": 750, "test": 750}``,
+        and ``"holdout"`` when images were withheld.
 
     Raises:
         ValueError: If ``fractions`` are not three positive shares summing to 1, or
-            ``<dest>/<dataset>`` already holds files.
+            ``<dest>/<dataset>`` already holds files, or ``holdout`` lacks its folder.
     """
     from PIL import Image
 
     root = Path(dest) / dataset
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} already holds files; write the sample into an empty folder")
+    if holdout and holdout_dest is None:
+        raise ValueError("`holdout` images need `holdout_dest`, the folder they are written to")
     images, labels = load_mnist()
-    splits = stratified_split(labels, seed=seed, fractions=fractions)
+    rows_left = np.arange(len(labels))
+    counts: dict[str, int] = {}
+    if holdout:
+        from sklearn.model_selection import train_test_split
+
+        rows_left, withheld = train_test_split(
+            rows_left, test_size=holdout, stratify=labels, random_state=seed
+        )
+        Path(holdout_dest).mkdir(parents=True, exist_ok=True)
+        with open(Path(holdout_dest) / "labels.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["index", "label"])
+            for index in sorted(withheld):
+                Image.fromarray(images[index].reshape(28, 28)).save(
+                    Path(holdout_dest) / f"{index}.png"
+                )
+                writer.writerow([int(index), int(labels[index])])
+        counts["holdout"] = len(withheld)
+        rows_left = np.sort(rows_left)
+    splits = {
+        split: rows_left[part]
+        for split, part in stratified_split(
+            labels[rows_left], seed=seed, fractions=fractions
+        ).items()
+    }
     rows = []
     for split, indices in splits.items():
         for index in indices:
@@ -61,7 +94,7 @@ def write_mnist_sample(
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "split"])
         writer.writerows(sorted(rows))
-    return {split: len(indices) for split, indices in splits.items()}
+    return {**{split: len(indices) for split, indices in splits.items()}, **counts}
 
 
 def load_mnist() -> tuple[np.ndarray, np.ndarray]:

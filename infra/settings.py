@@ -86,7 +86,9 @@ class Settings(BaseSettings):
     experiment_name: str = "tai-mlops"
     registered_model_name: str = "tai-classifier"
 
-    # gates
+    # requirements and gates: the requirements (intended use, risk class, protection needs)
+    # set how strict the policy must be; without the file the policy alone decides
+    requirements_file: Path = Path("tai-requirements.yaml")
     policy_file: Path = Path("tai-policy.yaml")
 
     # training
@@ -129,6 +131,11 @@ class Settings(BaseSettings):
     # A column of the dataset's metadata.csv holding a group label per image (fairness
     # by group); empty: pseudo-groups from clusters of each class's embeddings.
     group_column: str = ""
+    # Monitoring: images of an alarming production batch committed for a person to label,
+    # and where production commits its batches (`tai serve` monitors them every hour).
+    review_budget: int = Field(default=200, ge=1)
+    inbox_branch: str = "inbox"
+    inbox_prefix: str = "incoming"
     # Factors of variation of the data card: PCA, or FastICA on the same embedding.
     factor_method: Literal["pca", "ica"] = "pca"
 

@@ -29,6 +29,7 @@ REPORT = "tai.report"
 WEIGHTS_SHA256 = "tai.weights_sha256"
 MODEL_SHA256 = "tai.model_sha256"
 DEFER_THRESHOLD = "tai.defer_threshold"
+PROMOTION = "tai.promotion"  # why a version that passed was not promoted
 ATC_THRESHOLD = "tai.atc_threshold"  # monitoring: ATC's confidence threshold on validation
 # human approval (infra.approvals)
 APPROVAL = "tai.approval"
@@ -42,6 +43,9 @@ APPROVAL_DECIDED_AT = "tai.approval.decided_at"
 # monitoring runs
 MODEL_VERSION = "tai.model.version"
 BATCH_ID = "tai.batch.id"
+BATCH_PREFIX = "tai.batch.prefix"  # where a batch lies in its data ref
+# on a model version: the monitoring rules its last batch failed (an alarm episode)
+MONITOR_ALARM = "tai.monitor.alarm"
 
 
 def gate_tag(key: str) -> str:

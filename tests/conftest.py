@@ -73,6 +73,8 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TAI_WORKSPACE", str(tmp_path / ".tai"))
     monkeypatch.setenv("TAI_POLICY_FILE", str(REPO_ROOT / "tai-policy.yaml"))
+    # No requirements unless a test writes some: the tests' lenient policies would fail them.
+    monkeypatch.setenv("TAI_REQUIREMENTS_FILE", "")
     return load_settings()
 
 

@@ -35,9 +35,13 @@ def test_the_cli_leaves_no_tracking_uri_behind(workspace):
 
     from flows.cli import app
 
-    assert "MLFLOW_TRACKING_URI" not in os.environ
-    with process_state_restored():
-        result = CliRunner().invoke(app, ["models"])
-        assert result.exit_code == 0, result.output
-        assert os.environ["MLFLOW_TRACKING_URI"] == workspace.tracking_uri
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+    before = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        with process_state_restored():
+            result = CliRunner().invoke(app, ["models"])
+            assert result.exit_code == 0, result.output
+            assert os.environ["MLFLOW_TRACKING_URI"] == workspace.tracking_uri
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+    finally:
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before

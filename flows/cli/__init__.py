@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import approval, data, pipeline
+from flows.cli import approval, data, monitor, pipeline, requirements
 from flows.cli.common import configure
 
 app = typer.Typer(
@@ -22,7 +22,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.registered_commands += requirements.app.registered_commands
 app.registered_commands += pipeline.app.registered_commands
+app.registered_commands += monitor.app.registered_commands
 # Human oversight: a reviewer's decision on a version awaiting approval.
 app.command("approve")(approval.approve)
 app.command("reject")(approval.reject)

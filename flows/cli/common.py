@@ -3,11 +3,13 @@ and one line on stderr with exit code 1 for every expected error."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import typer
 
@@ -28,13 +30,24 @@ _QUIET = (
 
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The errors a user can meet and fix: each becomes one line and exit code 1."""
+    from flows.tasks.monitoring import MonitoringError
     from infra.datastore.base import DataStoreError
     from infra.events import EventError
     from infra.mlflow_store import RegistryError
     from tai.data.profile import DatasetError
     from tai.gates.policy import PolicyError
+    from tai.gates.requirements import RequirementsError
 
-    return (DataStoreError, DatasetError, PolicyError, SettingsError, RegistryError, EventError)
+    return (
+        MonitoringError,
+        DataStoreError,
+        DatasetError,
+        PolicyError,
+        RequirementsError,
+        SettingsError,
+        RegistryError,
+        EventError,
+    )
 
 
 def configure(verbose: bool) -> None:
@@ -60,6 +73,22 @@ def settings() -> Settings:
     loaded = load_settings()
     apply_environment(loaded)
     return loaded
+
+
+@contextlib.contextmanager
+def stdout_kept_clean() -> Iterator[None]:
+    """Send what anything writes to the process's stdout (file descriptor 1) to stderr
+    meanwhile: libraries with native code (Oxen prints its progress from Rust) must not
+    mix their lines into output a program parses, such as ``--json``."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def fail(message: str) -> None:

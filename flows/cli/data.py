@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.common import cli_errors, fail
+from flows.cli.common import cli_errors, fail, stdout_kept_clean
 from flows.cli.common import settings as current_settings
 from infra.settings import Settings
 
@@ -51,7 +51,9 @@ def data_log(
     limit: Annotated[int, typer.Option(help="Commits to show.")] = 20,
 ) -> None:
     """Show the commits of a branch, newest first."""
-    for c in _store().log(ref, limit=limit):
+    with stdout_kept_clean():
+        commits = _store().log(ref, limit=limit)
+    for c in commits:
         meta = " ".join(f"{k}={v}" for k, v in sorted(c.metadata.items()))
         typer.echo(f"{c.id}  {c.timestamp}  {c.message}" + (f"  [{meta}]" if meta else ""))
 
@@ -63,7 +65,8 @@ def data_branch(
     source: Annotated[str, typer.Option("--from", help="Branch or commit to start from.")] = "main",
 ) -> None:
     """Create a data branch."""
-    _store().create_branch(name, source)
+    with stdout_kept_clean():
+        _store().create_branch(name, source)
     typer.echo(f"created branch {name} from {source}")
 
 
@@ -91,8 +94,9 @@ def data_commit(
             fail(f"--meta {item!r} is not key=value; write e.g. --meta source=scanner-3")
         metadata[key] = value
     store = _store()
-    count = store.upload(branch, folder, prefix)
-    commit_id = store.commit(branch, message, metadata)
+    with stdout_kept_clean():
+        count = store.upload(branch, folder, prefix)
+        commit_id = store.commit(branch, message, metadata)
     typer.echo(f"committed {count} files to {branch}: {commit_id}")
 
 
@@ -104,7 +108,8 @@ def data_merge(
 ) -> None:
     """Merge a data branch (into `main` by default); with Oxen, emit `tai.data.merged`."""
     settings = current_settings()
-    commit_id = _store(settings).merge(source, into)
+    with stdout_kept_clean():
+        commit_id = _store(settings).merge(source, into)
     typer.echo(f"merged {source} into {into}: {commit_id}")
     # lakeFS fires its own post-merge hook; the embedded store emits the same event here.
     if settings.data_store == "oxen":
@@ -164,7 +169,8 @@ def data_diff(
     right: Annotated[str, typer.Argument(help="Newer ref.")],
 ) -> None:
     """List the files that differ between two refs."""
-    changes = _store().diff(left, right)
+    with stdout_kept_clean():
+        changes = _store().diff(left, right)
     for c in changes:
         typer.echo(f"{c.kind:8s} {c.path}")
     typer.echo(f"{len(changes)} changed files")

@@ -22,6 +22,9 @@ def run(
         str, typer.Option(help="Data branch; its head is pinned at the start.")
     ] = "main",
     commit: Annotated[str | None, typer.Option(help="Data commit id (overrides --branch).")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Train even if an identical version exists.")
+    ] = False,
 ) -> None:
     """Run the pipeline (data engineering, training, evaluation, gates, promotion) once."""
     settings = current_settings()
@@ -33,20 +36,30 @@ def run(
     from flows.summary import describe_result
 
     with showing(for_terminal()):
-        result = tai_pipeline(branch=branch, commit=version.commit_id, settings=settings)
+        result = tai_pipeline(
+            branch=branch, commit=version.commit_id, settings=settings, force=force
+        )
     typer.echo(describe_result(result))
 
 
 @app.command()
 @cli_errors
-def demo() -> None:
-    """Import the MNIST sample if needed, run the pipeline, change the data, run again."""
+def demo(
+    step: Annotated[
+        str, typer.Argument(help="`review`: label the alarm's review branch and retrain.")
+    ] = "",
+) -> None:
+    """The whole loop on the MNIST sample: import, train, change the data, train again,
+    monitor a production batch (alarm, review branch); `tai demo review` then labels the
+    review branch as a person would, merges it and retrains."""
+    if step not in ("", "review"):
+        fail(f"unknown demo step {step!r}; run `tai demo`, then `tai demo review`")
     settings = current_settings()
-    from flows.demo import run_demo
+    from flows.demo import review_demo, run_demo
     from flows.progress import for_terminal, showing
 
     with showing(for_terminal()):
-        summary = run_demo(settings, echo=typer.echo)
+        summary = (review_demo if step else run_demo)(settings, echo=typer.echo)
     typer.echo(summary)
 
 
@@ -54,8 +67,11 @@ def demo() -> None:
 @cli_errors
 def serve(
     cron: Annotated[str, typer.Option(help="Schedule of the nightly retraining.")] = "0 3 * * *",
+    monitor_cron: Annotated[
+        str, typer.Option(help="Schedule of the inbox's monitoring ('' serves none).")
+    ] = "0 * * * *",
 ) -> None:
-    """Serve the pipeline's deployments: on data merge, nightly, manual (needs PREFECT_API_URL)."""
+    """Serve the deployments: retrain on merge, nightly, by hand; monitor the inbox hourly."""
     settings = current_settings()
     from flows.deployments import serve_pipeline
 
@@ -64,6 +80,11 @@ def serve(
         cron=cron,
         store=settings.data_store,
         repository=settings.data_repository,
+        monitor=(
+            {"inbox": settings.inbox_branch, "prefix": settings.inbox_prefix, "cron": monitor_cron}
+            if monitor_cron
+            else None
+        ),
     )
 
 

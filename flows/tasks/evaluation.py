@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.preflight import check_options
+from flows.preflight import RunInputs
 from flows.progress import current
 from flows.tasks._retry import retry_transient
 from flows.tasks.training import TrainedModel
@@ -76,31 +77,33 @@ def load_champion(store: MlflowStore) -> Champion | None:
     champion = store.champion()
     if champion is None:
         return None
-    return Champion(champion.version, _rebuild(store, champion))
+    return Champion(champion.version, rebuild_model(store, champion)[0])
 
 
-def _rebuild(store: MlflowStore, champion: ModelVersionInfo) -> torch.nn.Module:
-    """The champion's module from its weights, refused if their sha256 differs from the
-    one recorded at registration (:class:`infra.integrity.IntegrityError`)."""
+def rebuild_model(store: MlflowStore, version: ModelVersionInfo) -> tuple[torch.nn.Module, dict]:
+    """A registered version's deployed module from its weights (eval mode) and the config
+    that rebuilt it; refused if the weights' sha256 differs from the one recorded at
+    registration (:class:`infra.integrity.IntegrityError`)."""
     state, config = store.load_weights(
-        champion.run_id, expected_sha256=champion.tags.get(WEIGHTS_SHA256_TAG)
+        version.run_id, expected_sha256=version.tags.get(WEIGHTS_SHA256_TAG)
     )
     model = build_model(
         config["model"], in_channels=config["in_channels"], num_classes=config["num_classes"]
     )
     scaled = TemperatureScaledModel(model, config["temperature"])
     scaled.load_state_dict(state)
-    return scaled.eval()
+    return scaled.eval(), config
 
 
-def weights_config(calibrated: CalibratedModel) -> dict:
-    """What rebuilds the deployed module from its state dict."""
+def weights_config(calibrated: CalibratedModel, image_size: Sequence[int]) -> dict:
+    """What rebuilds the deployed module from its state dict, and the input it takes."""
     model = calibrated.model.model
     return {
         "model": model.name,
         "in_channels": model.in_channels,
         "num_classes": model.head.out_features,
         "temperature": calibrated.fit.temperature,
+        "image_size": [int(s) for s in image_size],
     }
 
 
@@ -149,11 +152,12 @@ def evaluate(
     calibrated: CalibratedModel,
     trained: TrainedModel,
     settings: Settings,
-    policy: GatePolicy,
+    inputs: RunInputs,
     data_commit: str,
     champion: Champion | None = None,
 ) -> Evaluation:
     """Run every registered check on the held-out test split with the deployed model."""
+    policy = inputs.policy
     test = trained.data.splits["test"]
     groups = expected_groups = None
     if settings.group_column:
@@ -171,7 +175,7 @@ def evaluate(
         test.images,
         test.targets,
         classes=trained.data.classes,
-        options=check_options(settings),
+        options=inputs.options,
         members=(train.images, train.targets),
         champion=champion.model if champion else None,
         groups=groups,

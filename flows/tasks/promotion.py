@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,13 +16,16 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.tasks._retry import retry_transient
 from flows.tasks.approval import await_approval
-from flows.tasks.data import DataCard
-from infra.approvals import Approval
+from flows.tasks.data import DataCard, write_atomically
+from infra.approvals import APPROVED, REJECTED, Approval, approval_of
 from infra.mlflow_store import MlflowStore
 from tai import tags
 from tai.evaluation.evaluate import Evaluation
+from tai.evaluation.registry import metric_specs
 from tai.gates.decision import GateDecision, evaluate_gates
+from tai.gates.derivation import report_section
 from tai.gates.policy import GatePolicy
+from tai.gates.requirements import Requirements
 from tai.gates.significance import PairedDifference
 from tai.report.trust_report import ReportContext, data_figures, render_trust_report, report_figures
 
@@ -33,6 +39,7 @@ class Promotion:
     champion_version: str | None
     report_path: Path
     approval: Approval | None = None
+    note: str = ""  # why a passing version was not promoted (the champion moved)
 
 
 @task(cache_policy=NO_CACHE)
@@ -83,66 +90,161 @@ def register_and_promote(
     defer_threshold: float | None,
     approval_timeout_s: int | None = None,
     comparisons: dict[str, PairedDifference] | None = None,
+    requirements: Requirements | None = None,
+    policy: GatePolicy | None = None,
+    extra_tags: dict[str, str] | None = None,
+    baseline: str | None = None,
 ) -> Promotion:
     """Register a new model version with lineage and gate tags, write its trust report,
     and make it `champion` only if every gate passed (and, when the policy asks for it,
-    a person approved it within ``approval_timeout_s``).
+    a person approved it within ``approval_timeout_s``) and the champion is still the one
+    it was judged against (``baseline``).
 
     The registered model is the servable pyfunc of :mod:`infra.pyfunc_model`: it applies
     the fitted temperature and answers "defer_to_human" below ``defer_threshold``.
-    If anything fails after the version was created, the version is deleted again, so
-    the registry never holds a half-registered model and the alias never moves.
+
+    What a failure leaves: before a person decided, the version is deleted again (the
+    registry never holds a half-registered model, the alias never moves). Once a person
+    decided, the version and the decision stay, and a retry of this task reuses them: it
+    neither registers a second version nor asks again. Compare-and-set: if `champion`
+    moved while this run was judged against ``baseline`` (two merges a few seconds apart),
+    the version is not promoted and says so (tag ``tai.promotion``); run the pipeline
+    again to judge it against the new champion.
     """
     log = get_run_logger()
-    model_uri = store.log_model(
-        run_id, example.numpy(), classes=classes, defer_threshold=defer_threshold
-    )
-    previous = store.champion()
-    # The abstention threshold the served model applies, visible on the version.
-    oversight = {} if defer_threshold is None else {DEFER_TAG: repr(float(defer_threshold))}
-    version = store.register(model_uri, run_id, {**lineage, **gate_tags(decision), **oversight})
-    report_path = reports_dir / f"{store.model_name}-v{version}.html"
-    try:
-        approval = None
-        if decision.passed and approval_timeout_s is not None:
-            log.info("version %s passed every gate; waiting for a person's approval", version)
-            approval = await_approval(store, version, timeout_s=approval_timeout_s)
-        promoted = decision.passed and (approval is None or approval.approved)
-        version_tags = store.get_version(version).tags
-        context = ReportContext(
-            model_name=store.model_name,
-            version=version,
-            lineage=lineage,
-            decision=decision,
-            promoted=promoted,
-            champion_version=previous.version if previous else None,
-            created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            data_card=data.card,
-            version_tags=version_tags,
-            approval=approval.as_dict() if approval else None,
-            comparisons=comparisons,
+    existing = store.version_of_run(run_id)
+    if existing is not None:  # a retry: the version of this run exists already
+        version = existing.version
+        log.info("version %s of run %s exists; continuing with it", version, run_id)
+    else:
+        model_uri = store.log_model(
+            run_id, example.numpy(), classes=classes, defer_threshold=defer_threshold
         )
-        figures = {
-            **report_figures(evaluation),
-            **data_figures(data.card),
-            "factors": data.factors_png.read_bytes(),
-        }
-        html = render_trust_report(evaluation, context, figures)
-        reports_dir.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(html)
-        store.log_file(run_id, report_path, "tai")
-        store.set_version_tag(version, tags.REPORT, str(report_path))
-        if promoted:
-            store.set_champion(version)
+        # The abstention threshold the served model applies, visible on the version.
+        oversight = {} if defer_threshold is None else {DEFER_TAG: repr(float(defer_threshold))}
+        version = store.register(
+            model_uri,
+            run_id,
+            {**lineage, **gate_tags(decision), **oversight, **(extra_tags or {})},
+        )
+    report_path = reports_dir / f"{store.model_name}-v{version}.html"
+    approval = None
+    try:
+        if decision.passed and approval_timeout_s is not None:
+            approval = approval_of(store, version)
+            if approval.state not in (APPROVED, REJECTED):
+                log.info("version %s passed every gate; waiting for a person's approval", version)
+                approval = await_approval(store, version, timeout_s=approval_timeout_s)
+        wanted = decision.passed and (approval is None or approval.approved)
+        with champion_lock(store):
+            current = store.champion()
+            moved = wanted and (current.version if current else None) != baseline
+            promoted = wanted and not moved
+            note = ""
+            if moved:
+                note = (
+                    f"not promoted: champion moved from {_v(baseline)} to {_v(current.version)} "
+                    f"while this version was judged against {_v(baseline)}; run the pipeline "
+                    f"again to judge it against {_v(current.version)}"
+                )
+                store.set_version_tag(version, tags.PROMOTION, note)
+            report_path = _write_report(
+                store,
+                run_id,
+                version,
+                report_path,
+                evaluation,
+                decision,
+                lineage,
+                data,
+                promoted=promoted,
+                previous=current.version if current else None,
+                approval=approval,
+                comparisons=comparisons,
+                requirements=requirements,
+                policy=policy,
+            )
+            if promoted:
+                store.set_champion(version)
     except BaseException:
-        store.delete_version(version)
-        report_path.unlink(missing_ok=True)
+        if approval is None or approval.state not in (APPROVED, REJECTED):
+            store.delete_version(version)  # nobody decided yet: nothing to keep
+            report_path.unlink(missing_ok=True)
         raise
     if promoted:
         log.info("version %s passed every gate and is now champion", version)
+    elif moved:
+        log.warning("version %s: %s", version, note)
     elif approval is not None:
         log.warning("version %s was not approved: %s", version, approval.explain())
     else:
         log.warning("version %s failed gates: %s", version, "; ".join(decision.reasons))
-    champion = version if promoted else (previous.version if previous else None)
-    return Promotion(version, promoted, champion, report_path, approval)
+    champion = version if promoted else (current.version if current else None)
+    return Promotion(version, promoted, champion, report_path, approval, note)
+
+
+def _v(version: str | None) -> str:
+    return f"version {version}" if version else "none"
+
+
+def _write_report(
+    store: MlflowStore,
+    run_id: str,
+    version: str,
+    report_path: Path,
+    evaluation: Evaluation,
+    decision: GateDecision,
+    lineage: dict[str, str],
+    data: DataCard,
+    *,
+    promoted: bool,
+    previous: str | None,
+    approval: Approval | None,
+    comparisons: dict[str, PairedDifference] | None,
+    requirements: Requirements | None,
+    policy: GatePolicy | None,
+) -> Path:
+    """The version's trust report, written, logged to the run and tagged on the version."""
+    context = ReportContext(
+        model_name=store.model_name,
+        version=version,
+        lineage=lineage,
+        decision=decision,
+        promoted=promoted,
+        champion_version=previous,
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        data_card=data.card,
+        version_tags=store.get_version(version).tags,
+        approval=approval.as_dict() if approval else None,
+        comparisons=comparisons,
+        requirements=(
+            report_section(requirements, metric_specs(), policy) if requirements else None
+        ),
+    )
+    figures = {
+        **report_figures(evaluation),
+        **data_figures(data.card),
+        "factors": data.factors_png.read_bytes(),
+    }
+    html = render_trust_report(evaluation, context, figures)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(report_path, html)
+    store.log_file(run_id, report_path, "tai")
+    store.set_version_tag(version, tags.REPORT, str(report_path))
+    return report_path
+
+
+@contextlib.contextmanager
+def champion_lock(store: MlflowStore) -> Iterator[None]:
+    """Serialise the check-and-set of `champion` between runs on this machine (a file
+    lock in the workspace): two runs cannot both see the old champion and both move it.
+    Runs on different machines against one tracking server share no lock; the check
+    right before the set still catches every move that finished before it."""
+    path = store.settings.workspace_dir / "locks" / f"{store.model_name}.champion.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

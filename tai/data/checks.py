@@ -3,6 +3,11 @@ data commits report, for the registry (:mod:`tai.evaluation.registry`).
 
 The numbers come from :func:`tai.data.card.data_metrics` and
 :meth:`tai.data.drift.DataDrift.metrics`; a test holds them to these declarations.
+
+``data_split_leakage`` counts test images only: they are what every test metric is
+measured on, so a default gate holds it at 0. ``data_val_leakage`` counts validation
+images (they bias early stopping, the temperature and the abstention threshold); both
+compare with the training split (:mod:`tai.data.leakage`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,27 @@ DATA_VALIDATION = DeclaredCheck(
     Stage.DATA,
     "Validation of the data commit",
     (metric("data_duplicate_groups", False, "groups of byte-identical images", "count"),),
+)
+SPLIT_LEAKAGE = DeclaredCheck(
+    "split_leakage",
+    Principle.RELIABILITY,
+    Stage.DATA,
+    "Leakage of training images into the held-out splits",
+    (
+        metric(
+            "data_split_leakage",
+            False,
+            "test images that also occur in the training split, byte-identical or near-duplicate",
+            "count",
+        ),
+        metric(
+            "data_val_leakage",
+            False,
+            "validation images that also occur in the training split, byte-identical or "
+            "near-duplicate",
+            "count",
+        ),
+    ),
 )
 NOISE_PROFILE = DeclaredCheck(
     "noise_profile",
@@ -81,5 +107,5 @@ DATA_DRIFT = DeclaredCheck(
         ),
     ),
 )
-CARD_CHECKS = (DATA_VALIDATION, NOISE_PROFILE, LABEL_NOISE, REPRESENTATION)
+CARD_CHECKS = (DATA_VALIDATION, SPLIT_LEAKAGE, NOISE_PROFILE, LABEL_NOISE, REPRESENTATION)
 DATA_CHECKS = (*CARD_CHECKS, DATA_DRIFT)

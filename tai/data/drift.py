@@ -198,7 +198,9 @@ def data_drift(
             f"and {len(images_b)}"
         )
     pooled = torch.cat([images_a, images_b])
-    pca = pixel_embeddings(pooled, n_components=min(n_components, len(pooled) - 1), seed=seed)
+    pixels = int(torch.tensor(pooled.shape[1:]).prod())
+    components = min(n_components, len(pooled) - 1, pixels)
+    pca = pixel_embeddings(pooled, n_components=components, seed=seed)
     k = min(n_factors, pca.components.shape[0])
     scores_a = pca.transform(images_a)[:, :k]
     scores_b = pca.transform(images_b)[:, :k]

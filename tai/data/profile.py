@@ -14,8 +14,9 @@ Paths in records and in the duplicate groups are POSIX paths relative to ``root`
 """
 
 import hashlib
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,7 +120,11 @@ def scan_dataset(root: Path, dataset: str) -> list[ImageRecord]:
 
 
 def validate_dataset(
-    root: Path, dataset: str, *, required_splits: Sequence[str] = ("train", "val", "test")
+    root: Path,
+    dataset: str,
+    *,
+    required_splits: Sequence[str] = ("train", "val", "test"),
+    on_image: Callable[[ImageRecord, str, np.ndarray], None] | None = None,
 ) -> DatasetSummary:
     """Check that ``<root>/<dataset>`` is a usable image-folder dataset and summarise it.
 
@@ -129,6 +134,10 @@ def validate_dataset(
         root: folder holding the dataset folder.
         dataset: name of the dataset folder.
         required_splits: split folders that must exist.
+        on_image: called once per image, in :func:`scan_dataset` order, with its record,
+            the sha256 of its bytes and its pixels as :func:`load_image` returns them, so
+            a caller that needs every image (the leakage check of the data card) reuses
+            this pass instead of reading the files again.
 
     Returns:
         A :class:`DatasetSummary` over all split folders found.
@@ -136,22 +145,31 @@ def validate_dataset(
     Raises:
         DatasetError: the dataset folder is missing; a required split is missing; a split
             or the whole dataset has no class folders; a class folder holds no images; the
-            class folders differ between splits; an image cannot be decoded; or images
-            differ in size or mode.
+            class folders differ between splits; there are fewer than two classes; an
+            image cannot be decoded; or images differ in size or mode.
     """
     root = Path(root)
     layout = _layout(root, dataset)
     _check_structure(root / dataset, layout, required_splits)
 
-    files = [file for labels in layout.values() for fs in labels.values() for file in fs]
+    files = [
+        (ImageRecord(_relative(root, file), split, label), file)
+        for split, labels in layout.items()
+        for label, fs in labels.items()
+        for file in fs
+    ]
     # The first image (in sorted order) sets the size and mode every other must share.
-    reference = (_relative(root, files[0]), *_decode(files[0], files[0].read_bytes()))
+    first = files[0][1]
+    reference = (_relative(root, first), *_decode(first, first.read_bytes())[:2])
     by_hash: dict[str, list[str]] = defaultdict(list)
-    for file in files:
+    for record, file in files:
         data = file.read_bytes()
-        by_hash[hashlib.sha256(data).hexdigest()].append(_relative(root, file))
-        size, mode = _decode(file, data)
+        digest = hashlib.sha256(data).hexdigest()
+        by_hash[digest].append(record.path)
+        size, mode, pixels = _decode(file, data, pixels=on_image is not None)
         _check_consistent(root, file, size, mode, reference)
+        if on_image is not None:
+            on_image(record, digest, pixels)
 
     splits = {s: {label: len(files) for label, files in ls.items()} for s, ls in layout.items()}
     classes = sorted(next(iter(layout.values())))
@@ -196,10 +214,12 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
             by their dtype's maximum, float images are taken to be in ``[0, 1]`` already.
 
     Returns:
-        The estimated sigma on the ``[0, 1]`` intensity scale.
+        The estimated sigma on the ``[0, 1]`` intensity scale; 0 for a flat image (or a
+        channel without any non-zero finest diagonal detail), where skimage has nothing
+        to take the median of.
 
     Raises:
-        ValueError: if ``image`` is not 2-D or 3-D.
+        ValueError: if ``image`` is not 2-D or 3-D, or holds NaN or infinite pixels.
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
@@ -210,9 +230,20 @@ def estimate_noise_sigma(image: np.ndarray) -> float:
         image = image.astype(np.float64) / np.iinfo(image.dtype).max
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    if image.ndim == 2:
-        return float(estimate_sigma(image, channel_axis=None))
-    return float(estimate_sigma(image, channel_axis=-1, average_sigmas=True))
+    if not np.isfinite(image).all():
+        raise ValueError("image holds NaN or infinite pixels; fix or drop the image first.")
+    with warnings.catch_warnings():
+        # skimage warns that a 2-D image narrower than 5 pixels might be a colour image;
+        # the channel axis is always given here. A flat channel (no non-zero diagonal
+        # detail coefficient) makes it take the median of nothing: no noise, sigma 0.
+        warnings.filterwarnings("ignore", "image is size", UserWarning)
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
+        if image.ndim == 2:
+            sigmas = [estimate_sigma(image, channel_axis=None)]
+        else:
+            sigmas = estimate_sigma(image, channel_axis=-1, average_sigmas=False)
+    return float(np.mean(np.nan_to_num(np.asarray(sigmas, dtype=np.float64), nan=0.0)))
 
 
 def noise_profile(
@@ -331,13 +362,23 @@ def _check_structure(
                 + ", ".join(f"{s}: {sorted(c)}" for s, c in class_sets.items())
                 + "); give every split the same class folders and commit."
             )
+    if len(all_classes) < 2:
+        raise DatasetError(
+            f"{dataset_dir} has a single class, {sorted(all_classes)[0]!r}: a classifier needs "
+            f"at least two; add a folder of images for every other class to each split and "
+            f"commit."
+        )
 
 
-def _decode(file: Path, data: bytes) -> tuple[tuple[int, int], str]:
-    """Fully decode ``data`` (size-guarded); return ``((height, width), mode)``."""
+def _decode(
+    file: Path, data: bytes, *, pixels: bool = False
+) -> tuple[tuple[int, int], str, np.ndarray | None]:
+    """Fully decode ``data`` (size-guarded); return ``((height, width), mode, pixels)``,
+    the pixels as :func:`load_image` returns them when asked for, else None."""
     try:
         with open_image_safely(data) as image:
-            return (image.height, image.width), image.mode
+            array = _to_float_array(image) if pixels else None
+            return (image.height, image.width), image.mode, array
     except _DECODE_ERRORS as err:
         raise _undecodable(file, err) from err
 

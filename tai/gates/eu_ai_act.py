@@ -40,6 +40,12 @@ class Requirement:
 
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement(
+        "Art. 3(12), Art. 9(2)(a), Annex IV 1(a)",
+        "intended purpose and foreseeable risks (risk management)",
+        "transparency",
+        (f"tag:{tags.REQUIREMENTS_SHA256}", "artifact:requirements/tai-requirements.yaml"),
+    ),
+    Requirement(
         "Art. 10(2)(f), 10(2)(g)",
         "examine the data for possible biases; measures to detect and mitigate them",
         "fairness",
@@ -56,6 +62,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         (
             "metric:data_label_issue_rate",
             "metric:data_duplicate_groups",
+            "metric:data_split_leakage",
+            "metric:data_val_leakage",
             "metric:data_noise_sigma_median",
             "metric:data_noise_sigma_shift",
             "metric:data_drifted_factors",

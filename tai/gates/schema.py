@@ -41,7 +41,8 @@ _PRIORITY = {"type": 0, "additionalProperties": 1, "required": 2, "oneOf": 9}
 
 
 _TOP_ORDER = {
-    key: i for i, key in enumerate(
+    key: i
+    for i, key in enumerate(
         ("version", "confidence", "gates", "champion", "monitoring", "approval")
     )
 }

@@ -12,6 +12,7 @@ import base64
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -50,6 +51,7 @@ class ReportContext:
     version_tags: dict[str, str] = field(default_factory=dict)
     approval: dict | None = None
     comparisons: Mapping[str, PairedDifference] | None = None
+    requirements: Mapping[str, Any] | None = None  # tai.gates.derivation.report_section
 
 
 def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
@@ -140,6 +142,38 @@ def metric_tables(
     return tables
 
 
+def requirement_answers(
+    section: Mapping[str, Any] | None, decision: GateDecision
+) -> list[dict[str, Any]]:
+    """Each demanded gate of the requirements with the evidence that answers it: the gate
+    result this version got on that metric (value judged and verdict); monitoring rules are
+    answered batch by batch by ``tai monitor``, approval by the approval record."""
+    if not section:
+        return []
+    answers = []
+    for row in section.get("demanded", []):
+        kind = "champion" if row["section"] == "champion" else ""
+        result = next(
+            (
+                r
+                for r in decision.results
+                if r.metric == row["metric"] and bool(r.compare) == bool(kind)
+            ),
+            None,
+        )
+        if row["section"] == "monitoring":
+            evidence, verdict = "judged on every production batch (tai monitor)", "later"
+        elif row["section"] == "approval":
+            evidence, verdict = "the approval record of this version", "see decision"
+        elif result is None:
+            evidence, verdict = "no gate of the policy judges it", "missing"
+        else:
+            evidence = result.explain()
+            verdict = "skipped" if result.skipped_because else ("pass" if result.passed else "fail")
+        answers.append({**row, "evidence": evidence, "verdict": verdict})
+    return answers
+
+
 def render_trust_report(
     evaluation: Evaluation, context: ReportContext, figures: dict[str, bytes]
 ) -> str:
@@ -160,7 +194,8 @@ def render_trust_report(
             tags.APPROVAL: "not required by the policy",
             **context.version_tags,
         },
-        {"tai/tai_report.json", "data/data_card.json", "trust report"},
+        {"tai/tai_report.json", "data/data_card.json", "trust report"}
+        | ({"requirements/tai-requirements.yaml"} if context.requirements else set()),
     )
     return env.get_template("trust_report.html.j2").render(
         evidence=evidence,
@@ -175,4 +210,6 @@ def render_trust_report(
         card=context.data_card,
         data=data or None,
         tag=tags,
+        requirements=context.requirements,
+        answers=requirement_answers(context.requirements, context.decision),
     )

@@ -53,3 +53,13 @@ def tiny_repo(tiny_settings, tmp_path):
     """An Oxen repository in the workspace whose `main` holds the tiny dataset."""
     write_tiny_dataset(tmp_path / "src")
     return commit_dataset(tiny_settings, tmp_path / "src")
+
+
+@pytest.fixture
+def processes(tmp_path):
+    """Subprocesses of an end-to-end test, all stopped at its end (also on failure)."""
+    from tests.flows.processes import Processes
+
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()

@@ -9,6 +9,7 @@ from pydantic import TypeAdapter
 from flows.deployments import (
     COMMIT_FROM_EVENT,
     data_merge_trigger,
+    monitor_deployments,
     nightly_schedule,
     pipeline_deployments,
     serve_pipeline,
@@ -24,8 +25,9 @@ def deployments():
 
 @pytest.fixture(scope="module")
 def lakefs_deployments():
-    """What prefect.yaml declares: the work-pool setup is the production stack, on lakeFS."""
-    return {d.name: d for d in pipeline_deployments(store="lakefs")}
+    """What prefect.yaml declares: the work-pool setup is the production stack, on lakeFS,
+    with the inbox's hourly monitoring."""
+    return {d.name: d for d in [*pipeline_deployments(store="lakefs"), *monitor_deployments()]}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,16 @@ def test_serving_without_a_prefect_server_is_refused():
             serve_pipeline()
 
 
-def test_prefect_yaml_declares_the_same_three_deployments(lakefs_deployments, yaml_deployments):
+def test_the_inbox_is_monitored_every_hour_once_per_commit():
+    (deployment,) = monitor_deployments(inbox="inbox", prefix="incoming")
+    assert deployment.flow_name == "tai-monitor-inbox" and deployment.name == "scheduled"
+    assert deployment.parameters == {"ref": "inbox", "prefix": "incoming"}
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 * * * *"]
+    with pytest.raises(ValueError, match="is not a valid schedule"):
+        monitor_deployments(cron="every hour")
+
+
+def test_prefect_yaml_declares_the_same_deployments(lakefs_deployments, yaml_deployments):
     assert sorted(yaml_deployments) == sorted(lakefs_deployments)
     for name, spec in yaml_deployments.items():
         code = lakefs_deployments[name]

@@ -108,7 +108,7 @@ def test_tampered_champion_weights_are_refused_and_nothing_is_registered(tiny_se
     torch.save({k: v + 0.01 for k, v in state.items()}, weights)
 
     with pytest.raises(IntegrityError, match="sha256"):
-        tai_pipeline(branch="main", settings=tiny_settings)
+        tai_pipeline(branch="main", settings=tiny_settings, force=True)
     registry = MlflowStore(tiny_settings)
     assert [v.version for v in registry.list_versions()] == ["1"]
     assert registry.champion().version == "1"
@@ -166,3 +166,79 @@ def test_a_users_corruption_runs_in_callbacks_report_and_gates(tiny_settings, ti
         "pass: raindrops_mean"
         in MlflowStore(settings).get_version(result.version).tags["tai.gate.raindrops_mean"]
     )
+
+
+def test_a_version_judged_against_a_champion_that_moved_meanwhile_is_not_promoted(
+    tiny_settings, tiny_repo, monkeypatch
+):
+    """Two runs started by two quick merges both judged against the same champion: the one
+    that finishes second must not move `champion` on a comparison that is out of date."""
+    import flows.pipeline
+
+    first = tai_pipeline(branch="main", settings=tiny_settings)
+    assert first.promoted
+    # This run is judged as if no champion existed yet (it loaded it before the first run
+    # was promoted): by the time it is promoted, `champion` is version 1.
+    monkeypatch.setattr(flows.pipeline, "load_champion", lambda store: None)
+    second = tai_pipeline(branch="main", settings=tiny_settings, force=True)
+    registry = MlflowStore(tiny_settings)
+    assert second.gates_passed and not second.promoted
+    assert registry.champion().version == "1" and second.champion_version == "1"
+    note = registry.get_version(second.version).tags["tai.promotion"]
+    assert note == (
+        "not promoted: champion moved from none to version 1 while this version was judged "
+        "against none; run the pipeline again to judge it against version 1"
+    )
+    assert second.note == note
+
+
+def test_after_approval_a_failure_keeps_the_version_and_a_retry_neither_registers_nor_asks(
+    tiny_settings, tiny_repo, monkeypatch
+):
+    from infra.approvals import approval_of, record_decision, request_approval
+
+    tiny_settings.policy_file.write_text(
+        "version: 1\ngates:\n  - {metric: accuracy, min: 0.0}\n"
+        "approval: {required: true, timeout_s: 600}\n"
+    )
+    asked = []
+
+    def a_person_approves(store, version, *, timeout_s):
+        asked.append(version)
+        request_approval(store, version, timeout_s=timeout_s)
+        record_decision(store, version, True, "alice", "trust report read")
+        return approval_of(store, version)
+
+    renders = []
+    real_render = promotion.render_trust_report
+
+    def flaky_render(*args, **kwargs):
+        renders.append(1)
+        if len(renders) == 1:
+            raise ConnectionError("the artifact store dropped the connection")
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(promotion, "await_approval", a_person_approves)
+    monkeypatch.setattr(promotion, "render_trust_report", flaky_render)
+    result = tai_pipeline(branch="main", settings=tiny_settings)
+    registry = MlflowStore(tiny_settings)
+    assert [v.version for v in registry.list_versions()] == ["1"]  # registered once
+    assert asked == ["1"]  # asked once, though the task ran twice
+    assert len(renders) == 2
+    assert result.promoted and registry.champion().version == "1"
+    assert registry.get_version("1").tags["tai.approval.reviewer"] == "alice"
+
+
+def test_an_unchanged_rerun_returns_the_version_without_training(tiny_settings, tiny_repo):
+    first = tai_pipeline(branch="main", settings=tiny_settings)
+    again = tai_pipeline(branch="main", settings=tiny_settings)
+    assert again.version == first.version and again.reused
+    assert again.run_id == first.run_id and set(again.metrics) == set(first.metrics)
+    assert all(
+        again.metrics[k] == v or (math.isnan(v) and math.isnan(again.metrics[k]))
+        for k, v in first.metrics.items()
+    )
+    registry = MlflowStore(tiny_settings)
+    assert [v.version for v in registry.list_versions()] == ["1"]
+    forced = tai_pipeline(branch="main", settings=tiny_settings, force=True)
+    assert forced.version == "2" and not forced.reused

@@ -91,3 +91,14 @@ def test_the_quiet_default_only_keeps_timings():
     with progress.stage("x"):
         pass
     assert "x" in progress.timings
+
+
+def test_a_stage_that_fails_prints_no_done_line():
+    out = io.StringIO()
+    with pytest.raises(ValueError):
+        with showing(for_terminal(out)) as progress:
+            with progress.stage("inputs"):
+                pass
+            with progress.stage("data engineering"):
+                raise ValueError("a split is missing")
+    assert re.sub(r"[0-9.]+ s", "X s", out.getvalue()) == "inputs done in X s\n"

@@ -54,3 +54,32 @@ def test_run_summary_says_a_passing_version_was_not_approved(tmp_path):
     assert "gates            all passed, but not approved: not promoted" in text
     assert "champion         2" in text
     assert "FAILED" not in text
+
+
+def test_run_summary_names_test_images_that_leaked_from_training(tmp_path):
+    from flows.pipeline import PipelineResult
+    from flows.summary import describe_result
+
+    metrics = {"accuracy": 0.98, "ece": 0.01, "mean_corruption_accuracy": 0.8, "deletion_auc": 0.2}
+    common = {
+        "data_commit": "c",
+        "run_id": "r",
+        "version": "1",
+        "promoted": False,
+        "champion_version": None,
+        "metrics": metrics,
+        "reasons": ["FAIL: data_split_leakage = 3.0000 (required <= 0)"],
+        "report_path": tmp_path / "r.html",
+    }
+    leaked = describe_result(
+        PipelineResult(**common, data={"data_split_leakage": 3.0, "data_val_leakage": 1.0})
+    )
+    assert (
+        "data leakage     3 test images, 1 validation images also in training (see the data "
+        "card's leakage pairs)"
+    ) in leaked.splitlines()
+    clean = describe_result(
+        PipelineResult(**common, data={"data_split_leakage": 0.0, "data_val_leakage": 0.0})
+    )
+    assert "data leakage     0 test images, 0 validation images also in training" in clean
+    assert "data leakage" not in describe_result(PipelineResult(**common))

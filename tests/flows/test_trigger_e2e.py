@@ -17,12 +17,9 @@ could not read it while this one holds the lock.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -31,6 +28,7 @@ import pytest
 from infra.mlflow_store import MlflowStore
 from infra.webhook import SECRET_HEADER
 from tests.conftest import REPO_ROOT, write_tiny_dataset
+from tests.flows.processes import free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -50,81 +48,6 @@ store.upload("new-scans", Path(sys.argv[1]))
 store.commit("new-scans", "new scans", {"source": "tests"})
 print(store.merge("new-scans", "main"))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Processes:
-    """Subprocesses in their own process groups, with their output in log files."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "wb")
-        self.procs[name] = subprocess.Popen(
-            args,
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def tail(self, name: str, chars: int = 3000) -> str:
-        path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                pytest.fail(f"{name} exited with {proc.returncode}:\n{self.tail(name)}")
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        for proc in self.procs.values():  # a flow-run child may outlive its parent
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float, procs: Processes) -> object:
-    """Poll ``check`` (bounded in time) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        procs.check_alive()
-        try:
-            result = check()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(1)
-    logs = "\n".join(f"--- {n} ---\n{procs.tail(n)}" for n in procs.procs)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
-
-
-@pytest.fixture
-def processes(tmp_path):
-    procs = Processes(tmp_path)
-    yield procs
-    procs.stop_all()
 
 
 def merged_commit(tmp_path: Path) -> str:

@@ -93,3 +93,29 @@ def test_write_mnist_sample_refuses_a_folder_with_files(tmp_path):
 
     with pytest.raises(ValueError, match="already holds files; write the sample into an empty"):
         write_mnist_sample(tmp_path)
+
+
+def test_a_holdout_is_withheld_from_every_split_with_its_labels_apart(tmp_path):
+    import csv
+
+    from infra.sample_data import load_mnist, write_mnist_sample
+
+    counts = write_mnist_sample(
+        tmp_path / "repo", holdout=500, holdout_dest=tmp_path / "pool", seed=1
+    )
+    assert counts == {"train": 3150, "val": 675, "test": 675, "holdout": 500}
+    in_splits = {int(p.stem) for p in (tmp_path / "repo" / "mnist").rglob("*.png")}
+    pool = {int(p.stem) for p in (tmp_path / "pool").glob("*.png")}
+    assert len(pool) == 500 and not pool & in_splits and len(in_splits) == 4500
+    _, labels = load_mnist()
+    rows = list(csv.DictReader(open(tmp_path / "pool" / "labels.csv")))
+    assert {int(r["index"]): int(r["label"]) for r in rows} == {i: int(labels[i]) for i in pool}
+    shares = np.bincount([int(r["label"]) for r in rows], minlength=10) / 500
+    assert np.abs(shares - np.bincount(labels, minlength=10) / len(labels)).max() < 0.01
+
+
+def test_a_holdout_needs_its_folder(tmp_path):
+    from infra.sample_data import write_mnist_sample
+
+    with pytest.raises(ValueError, match="`holdout` images need `holdout_dest`"):
+        write_mnist_sample(tmp_path, holdout=10)

@@ -96,3 +96,11 @@ def test_drift_rejects_bad_input():
         data_drift("c", card, card, _images(10, 0), torch.rand(10, 3, 8, 8))
     with pytest.raises(ValueError, match="at least 3 images"):
         data_drift("c", card, card, _images(2, 0), _images(10, 1))
+
+
+def test_drift_of_images_with_fewer_pixels_than_components():
+    card = _card(0.01, {}, 0.0)
+    g = torch.Generator().manual_seed(0)
+    tiny_a, tiny_b = torch.rand(20, 1, 2, 2, generator=g), torch.rand(20, 1, 2, 2, generator=g)
+    drift = data_drift("c", card, card, tiny_a, tiny_b, n_factors=8, n_permutations=20)
+    assert len(drift.factors) == 4  # one component per pixel

@@ -1,5 +1,7 @@
+import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,28 @@ def test_byte_identical_files_are_grouped_as_duplicates(root):
     assert summary.duplicates == [
         ["shapes/test/dog/copy.png", "shapes/train/cat/0.png", "shapes/val/cat/copy.png"]
     ]
+
+
+def test_every_image_is_handed_to_on_image_once_in_scan_order(root):
+    seen = []
+    summary = validate_dataset(
+        root, "shapes", on_image=lambda record, sha, pixels: seen.append((record, sha, pixels))
+    )
+    assert [record for record, _, _ in seen] == scan_dataset(root, "shapes")
+    record, sha, pixels = seen[0]
+    assert sha == hashlib.sha256((root / record.path).read_bytes()).hexdigest()
+    np.testing.assert_array_equal(pixels, load_image(root / record.path))
+    assert summary == validate_dataset(root, "shapes")
+
+
+def test_a_single_class_is_not_a_usable_dataset(root):
+    for split in COUNTS:
+        shutil.rmtree(root / "shapes" / split / "dog")
+
+    with pytest.raises(
+        DatasetError, match=r"shapes has a single class, 'cat': a classifier needs at least two"
+    ):
+        validate_dataset(root, "shapes")
 
 
 def test_missing_dataset_folder_is_reported(root):
@@ -250,6 +274,26 @@ def test_noise_sigma_scales_integer_images_to_unit_range():
     as_uint8 = np.round(noisy * 255).astype(np.uint8)
 
     assert estimate_noise_sigma(as_uint8) == pytest.approx(estimate_noise_sigma(noisy), rel=0.05)
+
+
+def test_noise_sigma_of_a_flat_image_is_zero_not_nan():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # skimage takes the median of no coefficient at all for these: NaN before.
+        assert estimate_noise_sigma(np.zeros((8, 8))) == 0.0
+        assert estimate_noise_sigma(np.full((8, 8), 100 / 255, np.float32)) == 0.0
+        assert estimate_noise_sigma(np.zeros((4, 3))) == 0.0  # narrow: no warning either
+        assert estimate_noise_sigma(np.full((8, 8), 0.5)) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(7)
+    colour = np.stack([np.full((128, 128), 0.5)] * 3, axis=-1)
+    colour[..., 0] = np.clip(_smooth_image() + rng.normal(0.0, 0.06, (128, 128)), 0, 1)
+    # One noisy channel, two flat ones: their mean, not NaN.
+    assert estimate_noise_sigma(colour) == pytest.approx(0.02, rel=0.2)
+
+
+def test_noise_sigma_rejects_non_finite_pixels():
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        estimate_noise_sigma(np.full((8, 8), np.nan))
 
 
 def test_noise_sigma_rejects_non_image_array():

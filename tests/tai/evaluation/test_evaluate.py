@@ -144,7 +144,10 @@ def test_trust_report_shows_the_data_card(evaluation, tmp_path):
     html = render_trust_report(result, ctx, report_figures(result))
     assert "training commit's data card" in html
     assert '<td>train</td><td class="num">12</td>' in html
-    assert "not estimated (a class has fewer than 5 training images)" in html
+    assert (
+        "not estimated (classes &#39;0&#39; (4), &#39;1&#39; (4), &#39;2&#39; (4) have fewer "
+        "than 5 training images; confident learning needs at least 5 per class"
+    ) in html
 
 
 def test_without_a_champion_the_comparisons_are_skipped_with_the_reason(evaluation):

@@ -134,7 +134,9 @@ def test_the_eu_ai_act_map_names_only_registered_metrics():
 
 
 def test_the_default_policy_names_only_registered_metrics():
-    policy = load_policy(REPO_ROOT / "tai-policy.yaml", metric_specs())
+    policy = load_policy(
+        REPO_ROOT / "tai-policy.yaml", metric_specs(), monitoring_specs=metric_specs()
+    )
     assert {g.metric for g in policy.gates} <= set(metric_specs())
 
 

@@ -58,7 +58,7 @@ def test_a_metric_the_evaluation_did_not_report_is_an_error_not_a_failed_gate():
 
 
 def test_the_default_policy_file_is_valid():
-    policy = load_policy("tai-policy.yaml", KNOWN)
+    policy = load_policy("tai-policy.yaml", KNOWN, monitoring_specs=KNOWN)
     assert {g.metric for g in policy.gates} >= {"accuracy", "ece"}
 
 

@@ -1,0 +1,287 @@
+"""Monitoring tasks: the reference fitted at registration, and what a production batch
+goes through (reading, the model's outputs, the assessment, the alarm, the review).
+
+At registration (:func:`fit_monitoring`) every version gets a monitoring reference
+(ATC's threshold on validation, the expected deferral rate, a sample of embeddings, the
+factors of variation, noise levels; :mod:`tai.monitoring.reference`) and a detector
+self-test: the policy's alarm rules on benign batches resampled from the test split and
+on corrupted ones, so the false-alarm and detection rates of this very model are known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from flows.tasks.evaluation import CalibratedModel
+from flows.tasks.training import TrainedModel
+from infra.mlflow_store import MlflowStore
+from tai.data.profile import IMAGE_SUFFIXES, DatasetError, estimate_noise_sigma, load_image
+from tai.evaluation.evaluate import Evaluation
+from tai.evaluation.inference import model_embeddings, predict_logits
+from tai.gates.decision import evaluate_monitoring
+from tai.gates.policy import GatePolicy
+from tai.monitoring.reference import MonitoringReference, fit_reference
+from tai.monitoring.selftest import SelfTestResult, ShiftedBatch, detector_self_test
+from tai.principles.reliability.corruptions import corrupt
+
+REFERENCE_ARTIFACT = "monitoring/reference.npz"
+SELFTEST_ARTIFACT = "monitoring/selftest.json"
+# Images whose noise level the reference stores (and a batch is measured on).
+NOISE_SAMPLE = 300
+# The self-test's shifted batches: corruptions of the test split a monitor must notice.
+SELFTEST_SHIFTS = (("gaussian_noise", 4), ("contrast", 4), ("gaussian_blur", 4))
+
+
+class MonitoringError(ValueError):
+    """A production batch or the model version to monitor is unusable; the message says
+    what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class MonitoringFit:
+    """What registration stores for monitoring: the reference and the self-test."""
+
+    reference: MonitoringReference
+    selftest: SelfTestResult | None
+
+    def save(self, folder: Path) -> list[Path]:
+        """Write the artifacts into ``folder``; returns the files."""
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [self.reference.save(folder / Path(REFERENCE_ARTIFACT).name)]
+        if self.selftest is not None:
+            path = folder / Path(SELFTEST_ARTIFACT).name
+            path.write_text(json.dumps(self.selftest.as_dict(), indent=2, sort_keys=True))
+            files.append(path)
+        return files
+
+
+def alarm_rule(policy: GatePolicy) -> Callable[[dict, dict], bool]:
+    """The policy's monitoring rules as the self-test's alarm: does a batch fail one?"""
+
+    def alarm(metrics: dict, bounds: dict) -> bool:
+        nan = {k: "not measured on this batch" for k, v in metrics.items() if math.isnan(v)}
+        return not evaluate_monitoring(policy, metrics, bounds=bounds, not_applicable=nan).passed
+
+    return alarm
+
+
+def noise_sigmas(images: torch.Tensor, limit: int = NOISE_SAMPLE) -> np.ndarray:
+    """Noise levels (the data card's estimator) of at most ``limit`` images."""
+    picked = images[:limit].detach().cpu()
+    arrays = picked[:, 0].numpy() if picked.shape[1] == 1 else picked.permute(0, 2, 3, 1).numpy()
+    return np.array([estimate_noise_sigma(a) for a in arrays])
+
+
+def batch_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The deployed model's probabilities (float64, so confident scores do not tie) and
+    embeddings of ``images``."""
+    logits = predict_logits(model, images).double()
+    return logits.softmax(1).numpy(), model_embeddings(model, images).double().numpy()
+
+
+@task(cache_policy=NO_CACHE)
+def fit_monitoring(
+    trained: TrainedModel,
+    calibrated: CalibratedModel,
+    evaluation: Evaluation,
+    policy: GatePolicy,
+    *,
+    seed: int = 0,
+    selftest_batches: int = 20,
+) -> MonitoringFit:
+    """The monitoring reference of the new version and its detector self-test.
+
+    The drift reference is the validation split's embeddings: images the model was not
+    trained on, so a benign production batch looks like them (training embeddings sit
+    tighter and would alarm on unseen images). The self-test resamples the test split,
+    which none of the reference has seen.
+    """
+    model = calibrated.model
+    val = trained.data.splits["val"]
+    val_probs, val_embeddings = batch_outputs(model, val.images)
+    reference = fit_reference(
+        val_probs,
+        val.targets.numpy(),
+        train_embeddings=val_embeddings,
+        train_targets=trained.data.splits["train"].targets.numpy(),
+        classes=trained.data.classes,
+        abstention_threshold=calibrated.abstention_threshold,
+        train_noise_sigmas=noise_sigmas(trained.data.splits["train"].images),
+        seed=seed,
+    )
+    if not policy.monitoring:
+        return MonitoringFit(reference, None)
+    test = trained.data.splits["test"]
+    test_probs, test_embeddings = batch_outputs(model, test.images)
+    shifts = []
+    for name, severity in SELFTEST_SHIFTS:
+        shifted = corrupt(test.images, name, severity, seed=seed)
+        probs, embeddings = batch_outputs(model, shifted)
+        accuracy = float((probs.argmax(1) == test.targets.numpy()).mean())
+        shifts.append(
+            ShiftedBatch(f"{name} s{severity}", probs, embeddings, accuracy, noise_sigmas(shifted))
+        )
+    selftest = detector_self_test(
+        reference,
+        test_probs,
+        test_embeddings,
+        test.targets.numpy(),
+        alarm=alarm_rule(policy),
+        batch_size=min(500, max(len(test.targets) // 2, 2)),
+        n_benign=selftest_batches,
+        shifts=shifts,
+        confidence=policy.confidence,
+        seed=seed,
+    )
+    return MonitoringFit(reference, selftest)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A production batch: its images, where each came from, and its id."""
+
+    images: torch.Tensor  # (m, C, H, W) in [0, 1]
+    names: tuple[str, ...]  # path of each image relative to the batch's folder
+    files: tuple[Path, ...]
+    batch_id: str
+
+
+def read_batch(folder: Path, *, channels: int, size: Sequence[int]) -> Batch:
+    """Every image under ``folder`` (any nesting), decoded and checked against the
+    model's input: ``channels`` and ``(height, width)``.
+
+    Raises:
+        MonitoringError: no such folder, no images in it, an undecodable image, one of
+            another size or mode, or fewer than 2 images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MonitoringError(f"{folder} is not a folder; pass the folder of a production batch")
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not files:
+        others = sum(1 for p in folder.rglob("*") if p.is_file())
+        what = f"{others} files, none of them an image" if others else "nothing"
+        raise MonitoringError(
+            f"{folder} holds {what}; put the batch's images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            "in it"
+        )
+    if len(files) < 2:
+        raise MonitoringError(
+            f"{folder} holds a single image; a batch needs at least 2 to estimate anything "
+            "(a few hundred give useful intervals)"
+        )
+    arrays, digest = [], hashlib.sha256()
+    for path in files:
+        name = path.relative_to(folder).as_posix()
+        try:
+            array = load_image(path)
+        except (DatasetError, ValueError, OSError) as exc:
+            raise MonitoringError(f"{name} in {folder}: {exc}") from None
+        got_channels = 1 if array.ndim == 2 else array.shape[2]
+        if got_channels != channels or tuple(array.shape[:2]) != tuple(size):
+            mode = {1: "grayscale", 3: "RGB"}
+            raise MonitoringError(
+                f"{name} in {folder} is {mode.get(got_channels, got_channels)} "
+                f"{array.shape[0]}x{array.shape[1]}, but the model takes "
+                f"{mode.get(channels, channels)} {size[0]}x{size[1]} images; convert the "
+                "batch to that size and mode"
+            )
+        arrays.append(array)
+        digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    images = torch.from_numpy(np.stack(arrays)).float()
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    return Batch(
+        images.contiguous(),
+        tuple(p.relative_to(folder).as_posix() for p in files),
+        tuple(files),
+        digest.hexdigest()[:12],
+    )
+
+
+def review_selection(
+    probs: np.ndarray, abstention_threshold: float | None, budget: int
+) -> list[tuple[int, str]]:
+    """The images a person should label: every deferred one (confidence below the
+    abstention threshold), then the least confident, at most ``budget``; each with why."""
+    confidence = probs.max(1)
+    order = np.argsort(confidence, kind="stable")
+    picked = []
+    for i in order[:budget]:
+        deferred = abstention_threshold is not None and confidence[i] < abstention_threshold
+        picked.append((int(i), "deferred to a person" if deferred else "least confident"))
+    return picked
+
+
+def write_review_folder(
+    out: Path,
+    batch: Batch,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    picked: list[tuple[int, str]],
+) -> Path:
+    """``out/review/<batch id>/``: the picked images and ``to_label.csv`` (path, the model's
+    suggested label and confidence, why the image is there, and an empty ``label`` column
+    for the person)."""
+    import csv
+    import shutil
+
+    root = out / "review" / batch.batch_id
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    with (root / "to_label.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "suggested_label", "confidence", "reason", "label"])
+        for i, why in picked:
+            name = batch.names[i].replace("/", "__")
+            shutil.copyfile(batch.files[i], root / "images" / name)
+            k = int(probs[i].argmax())
+            writer.writerow([f"images/{name}", classes[k], f"{probs[i, k]:.4f}", why, ""])
+    return root
+
+
+def atomic_json(path: Path, obj: object) -> None:
+    """Write JSON next to ``path`` and rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_reference(store: MlflowStore, run_id: str, version: str) -> MonitoringReference:
+    """The monitoring reference a version was registered with.
+
+    Raises:
+        MonitoringError: the version has none (registered before monitoring existed).
+    """
+    from infra.mlflow_store import RegistryError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = store.download_artifacts(run_id, "monitoring", Path(tmp))
+        except RegistryError:
+            raise MonitoringError(
+                f"model version {version} has no monitoring reference (it was registered "
+                "before monitoring existed); retrain it with `tai run --force` to monitor it"
+            ) from None
+        return MonitoringReference.load(folder / Path(REFERENCE_ARTIFACT).name)

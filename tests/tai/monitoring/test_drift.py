@@ -1,0 +1,176 @@
+"""The MMD test against a direct O(n^2) formula, scipy's permutation test and pdist,
+its size over seeded no-shift repeats and its power on a known shift; Holm against
+statsmodels; the factors against scikit-learn's PCA; KS per factor against scipy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist
+from scipy.stats import ks_2samp, kstest, mannwhitneyu, permutation_test
+from sklearn.decomposition import PCA
+from statsmodels.stats.multitest import multipletests
+
+from tai.monitoring.drift import (
+    factor_drift,
+    fit_factors,
+    gaussian_mmd2,
+    holm,
+    median_bandwidth,
+    mmd_test,
+    noise_shift,
+)
+
+
+def direct_mmd2(x: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """Gretton et al. (2012), eq. 5, term by term."""
+
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / (2 * sigma**2))
+
+    n, m = len(x), len(y)
+    xx = sum(k(a, b) for a in x for b in x) / n**2
+    yy = sum(k(a, b) for a in y for b in y) / m**2
+    xy = sum(k(a, b) for a in x for b in y) / (n * m)
+    return xx + yy - 2 * xy
+
+
+def test_mmd2_is_the_direct_formula():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(15, 3)), rng.normal(0.5, 1.0, size=(11, 3))
+    assert gaussian_mmd2(x, y, 1.3) == pytest.approx(direct_mmd2(x, y, 1.3), rel=1e-12)
+
+
+def test_the_test_reports_the_statistic_and_the_median_heuristic():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 4)), rng.normal(0.3, 1.0, size=(30, 4))
+    result = mmd_test(x, y, n_permutations=50, max_samples=100, rng=np.random.default_rng(0))
+    pooled = np.concatenate([x, y])
+    assert result.bandwidth == pytest.approx(np.median(pdist(pooled)), rel=1e-9)
+    assert result.mmd2 == pytest.approx(direct_mmd2(x, y, result.bandwidth), rel=1e-9)
+    assert (result.n_reference, result.n_batch, result.n_permutations) == (40, 30, 50)
+
+
+def test_the_bandwidth_of_coinciding_points():
+    assert median_bandwidth(np.zeros((3, 3))) == 1.0
+    # Four points coincide, a fifth lies at distance 2: 6 of 10 distances are 0, so the
+    # median is 0 and the positive distances' median (2) is taken.
+    d2 = np.zeros((5, 5))
+    d2[4, :4] = d2[:4, 4] = 4.0
+    assert median_bandwidth(d2) == 2.0
+
+
+def test_the_p_value_agrees_with_scipys_permutation_test():
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(30, 2)), rng.normal(0.25, 1.0, size=(25, 2))
+    ours = mmd_test(x, y, n_permutations=2000, max_samples=100, rng=np.random.default_rng(3))
+
+    pooled = np.concatenate([x, y])
+
+    # scipy permutes 1-D samples: permute the points' indices.
+    theirs = permutation_test(
+        (np.arange(30), np.arange(30, 55)),
+        lambda a, b: gaussian_mmd2(pooled[a], pooled[b], ours.bandwidth),
+        permutation_type="independent",
+        alternative="greater",
+        n_resamples=2000,
+        vectorized=False,
+        rng=np.random.default_rng(4),
+    )
+    assert theirs.statistic == pytest.approx(ours.mmd2)
+    # Two Monte Carlo estimates of one p-value (sd about 0.01 each near 0.2).
+    assert abs(ours.p_value - theirs.pvalue) < 0.05
+    assert 0.01 < ours.p_value < 0.9  # a weak shift: neither extreme
+
+
+def test_a_known_shift_is_rejected():
+    rng = np.random.default_rng(5)
+    reference = rng.normal(size=(1000, 32))
+    batch = rng.normal(size=(200, 32))
+    batch[:, :4] += 0.5  # half a standard deviation along 4 of 32 dimensions
+    result = mmd_test(
+        reference, batch, n_permutations=200, max_samples=1000, rng=np.random.default_rng(0)
+    )
+    assert result.p_value < 0.05
+
+
+def test_without_a_shift_the_p_values_are_about_uniform():
+    """40 seeded repeats: rejection rate at 0.05 at most 0.15, and the p-values do not
+    reject uniformity (KS test, p > 0.01)."""
+    rng = np.random.default_rng(6)
+    p_values = []
+    for i in range(40):
+        reference = rng.normal(size=(300, 16))
+        batch = rng.normal(size=(150, 16))
+        result = mmd_test(
+            reference, batch, n_permutations=100, max_samples=300, rng=np.random.default_rng(i)
+        )
+        p_values.append(result.p_value)
+    p_values = np.array(p_values)
+    assert np.mean(p_values < 0.05) <= 0.15
+    assert kstest(p_values, "uniform").pvalue > 0.01
+
+
+def test_subsampling_bounds_each_side():
+    rng = np.random.default_rng(7)
+    result = mmd_test(
+        rng.normal(size=(500, 3)),
+        rng.normal(size=(400, 3)),
+        n_permutations=10,
+        max_samples=120,
+        rng=np.random.default_rng(0),
+    )
+    assert (result.n_reference, result.n_batch) == (120, 120)
+
+
+def test_holm_is_statsmodels():
+    rng = np.random.default_rng(8)
+    for size in (1, 2, 7, 20):
+        p = rng.uniform(0, 0.2, size=size)
+        p[0] = p[-1]  # a tie
+        expected = multipletests(p, alpha=0.05, method="holm")[1]
+        np.testing.assert_allclose(holm(p), expected, rtol=1e-12)
+
+
+def test_the_factors_are_scikit_learns_pca():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(400, 10)) @ rng.normal(size=(10, 10))
+    ours = fit_factors(x, 4)
+    pca = PCA(n_components=4).fit(x)
+    for mine, theirs in zip(ours.components, pca.components_, strict=True):
+        assert abs(mine @ theirs) == pytest.approx(1.0, abs=1e-8)  # equal up to sign
+    np.testing.assert_allclose(ours.explained_variance_ratio, pca.explained_variance_ratio_)
+    np.testing.assert_allclose(np.abs(ours.transform(x)), np.abs(pca.transform(x)), atol=1e-8)
+    # Signs: the largest absolute loading of every component is positive.
+    biggest = np.abs(ours.components).argmax(axis=1)
+    assert (ours.components[np.arange(4), biggest] > 0).all()
+    assert fit_factors(x[:3], 8).components.shape == (2, 10)  # at most N - 1
+
+
+def test_a_shift_along_one_factor_is_named_and_the_others_are_not():
+    rng = np.random.default_rng(10)
+    scales = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    reference = rng.normal(size=(1000, 6)) * scales
+    batch = rng.normal(size=(300, 6)) * scales
+    batch[:, 2] += 2.0  # two thirds of a standard deviation along the third factor
+    factors = fit_factors(reference, 4)
+    ref_scores, batch_scores = factors.transform(reference), factors.transform(batch)
+    result = factor_drift(ref_scores, batch_scores, factors.explained_variance_ratio, alpha=0.05)
+    assert [f.drifted for f in result] == [False, False, True, False]
+    assert max(result, key=lambda f: f.ks_statistic).factor == 2
+    for f in result:
+        expected = ks_2samp(ref_scores[:, f.factor], batch_scores[:, f.factor])
+        assert f.ks_statistic == pytest.approx(expected.statistic)
+        assert f.p_value == pytest.approx(expected.pvalue)
+    adjusted = holm(np.array([f.p_value for f in result]))
+    assert [f.adjusted_p_value for f in result] == pytest.approx(list(adjusted))
+
+
+def test_noise_shift_by_hand_and_mann_whitney():
+    train = np.array([0.010, 0.012, 0.011, 0.013, 0.009])
+    batch = np.array([0.020, 0.022, 0.019])
+    result = noise_shift(batch, train)
+    assert result.batch_median == 0.020 and result.training_median == 0.011
+    assert result.shift == pytest.approx(0.009)
+    assert result.p_value == pytest.approx(mannwhitneyu(batch, train).pvalue)
+    assert np.isnan(noise_shift(batch[:1], train).p_value)
