@@ -12,8 +12,8 @@ pixelate and JPEG):
   numbers, ``_reference_draws.py``): they are recorded as ours makes them and handed to the
   reference as standard draws that it maps to the distribution it asks for, so a wrong scale,
   range or rate on either side still shows. Then within 1 level as well, except glass blur
-  and spatter (2 levels, see ``TOLERANCE_BY_NAME``). Spatter is compared with the reference
-  using our Canny (L2 gradient) and our exact distance transform (see ``_OpenCV``);
+  (2 levels, see ``TOLERANCE_BY_NAME``). Spatter is compared with the reference using our
+  Canny (L2 gradient, see ``_OpenCV``);
 - frost: our texture is generated, the reference's is a photograph. The reference is handed
   our texture as its "photograph" (neither resized nor cropped), which checks the blend
   ``a x + b frost`` and its parameters at 1 level; the texture itself is compared with the
@@ -28,7 +28,8 @@ and the outputs at any two severities must differ somewhere by more than the tol
 corruption run with another severity's parameters fails).
 
 The corruptions compute in the images' dtype, so the comparison runs on float32 images and
-again on float64 ones; spatter fails on float64 (an expected failure, ``SPATTER_FLOAT64``).
+again on float64 ones (spatter's liquid layer and water drops compute in float64 and float32
+as the reference's do, whatever the images' dtype).
 
 The installed reference cannot compute three corruptions on current numpy and scikit-image
 (``np.float_`` and ``gaussian(multichannel=...)`` are gone): those are skipped with the
@@ -55,6 +56,7 @@ from tai.principles.reliability.corruptions import (
 )
 
 from ._reference_draws import (
+    Draw,
     NumpyWith,
     RecordingTorch,
     Replay,
@@ -93,12 +95,6 @@ TOLERANCE_BY_NAME = {
     # in ours at severities 3 and 5): the shuffled image is then a level apart over that
     # area, and truncating the output adds one more.
     "glass_blur": 2,
-    # Water (severities 1-3) multiplies the distance map by the liquid layer: the reference by
-    # its 8-bit truncation (it reassigns ``liquid_layer`` to the uint8 layer before), ours by
-    # the layer itself, a small discrepancy of ours that moves the drops by under 1% and the
-    # output by up to 0.6 level (measured on 288 images); with the truncation's level that is
-    # up to 1.6 (on grayscale images, whose luminance ours is compared with, 1.5 measured).
-    "spatter": 2,
 }
 
 # Severity 5 must move the image, on average over its values, by at least this many levels in
@@ -150,38 +146,47 @@ def _one_thread():
 
 
 def _ours(name: str, severity: int, images: torch.Tensor, monkeypatch):
-    """Our corruption, with the draws it made and (frost) the texture it blended."""
+    """Our corruption, with the draws it made and (frost) the texture it blended.
+
+    Shot noise draws its Poisson counts by inverting their CDF at uniforms (``_poisson``):
+    recorded as one ``torch.poisson`` of the same rates would be (the counts and the rates),
+    the uniforms behind them left out, so that the reference is handed the counts."""
     recorder = RecordingTorch()
     textures: list[torch.Tensor] = []
     texture_fn = corruptions_module._frost_texture
+    poisson_fn = corruptions_module._poisson
 
     def recorded_texture(*args, **kwargs):
         textures.append(texture_fn(*args, **kwargs))
         return textures[-1]
 
+    def recorded_poisson(x, c, generator):
+        before = len(recorder.draws)
+        counts = poisson_fn(x, c, generator)
+        del recorder.draws[before:]
+        recorder.draws.append(Draw("poisson", counts.clone(), rates=(x * c).clone()))
+        return counts
+
     with monkeypatch.context() as patch:
         patch.setattr(corruptions_module, "torch", recorder)
         patch.setattr(corruptions_module, "_frost_texture", recorded_texture)
+        patch.setattr(corruptions_module, "_poisson", recorded_poisson)
         out = corrupt(images, name, severity, seed=SEED)
     return out, recorder.draws, (textures[0] if textures else None)
 
 
 class _OpenCV:
     """The reference's ``cv2``, with frost's photograph replaced by our texture and spatter's
-    Canny and distance transform made ours.
+    Canny made ours.
 
     Frost reads our texture as its photograph; the resize by 1.1 (for images smaller than the
     photograph) pads it to the requested size instead, and the replayed crop starts at
     (0, 0), so the reference blends exactly our texture.
 
     Spatter: OpenCV's Canny takes the L1 norm of the gradient by default, ours the L2 norm
-    (a documented deviation); ``distanceTransform(DIST_L2, 5)`` is OpenCV's 5 x 5 chamfer
-    approximation (off the Euclidean distance by up to about 0.3 px here), ours the exact
-    distance (corruptions.py does not list this as a deviation). Both differences pass through
-    the histogram equalisation, which turns a flipped edge pixel or a distance a third of a
-    pixel off into tens of levels: against the stock reference, 1 to 4% of the values of water
-    spatter differ by more than a level, by up to about 140. With both made ours, the
-    remaining steps must agree within the tolerance.
+    (a documented deviation), which the histogram equalisation after it turns into tens of
+    levels where an edge pixel flips. The other steps (OpenCV's 5 x 5 chamfer distance, its
+    blurs, equalisation and emboss) are the reference's and must agree within the tolerance.
     """
 
     def __init__(self) -> None:
@@ -201,9 +206,6 @@ class _OpenCV:
 
     def Canny(self, image, low, high):  # noqa: N802 (OpenCV's name)
         return self._cv2.Canny(image, low, high, L2gradient=True)
-
-    def distanceTransform(self, image, distance_type, mask_size):  # noqa: N802
-        return self._cv2.distanceTransform(image, distance_type, self._cv2.DIST_MASK_PRECISE)
 
     def __getattr__(self, name: str):
         return getattr(self._cv2, name)
@@ -367,23 +369,7 @@ def test_what_the_reference_cannot_compute_matches_it_through_a_shim(name, monke
     _compare(name, monkeypatch, shim=True)
 
 
-SPATTER_FLOAT64 = (
-    "spatter (water) floors the 3 x 3 box blur of the integer distance map; in float64 a mean "
-    "that is exactly an integer comes out one ulp below it (1/9 rounds down in float64, up in "
-    "float32), so the map drops a level there and the histogram equalisation that follows "
-    "turns that into tens of levels over regions (up to 46 on these images)"
-)
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SPATTER_FLOAT64))
-        if n == "spatter"
-        else n
-        for n in ALL
-    ],
-)
+@pytest.mark.parametrize("name", ALL)
 def test_float64_images_match_imagecorruptions_too(name, monkeypatch):
     """Corruptions compute in the images' dtype: float64 must match the reference as well."""
     _compare(name, monkeypatch, shim=name in CANNOT_COMPUTE, dtype=torch.float64)

@@ -344,9 +344,9 @@ def test_frost_texture_has_the_colour_and_contrast_of_imagenet_c_frost():
     assert 0.03 < within < 0.15  # the photographs' 64-pixel crops: 0.04 .. 0.13
 
 
-def test_distance_to_an_empty_mask_is_beyond_the_limit():
-    drops = corruptions_module._distance_to(torch.zeros(1, 1, 6, 6), 20)
-    assert torch.equal(drops, torch.full((1, 1, 6, 6), 21.0))
+def test_distance_to_no_edge_is_the_limit():
+    distance = corruptions_module._chamfer_distance(np.zeros((1, 6, 6), dtype=bool))
+    np.testing.assert_array_equal(distance, np.full((1, 6, 6), 20.0, dtype=np.float32))
 
 
 def test_spatter_without_any_liquid_returns_the_image_not_nan(monkeypatch):
@@ -361,14 +361,40 @@ def test_spatter_without_any_liquid_returns_the_image_not_nan(monkeypatch):
         torch.testing.assert_close(out, images)
 
 
-def test_distance_to_is_the_euclidean_distance_to_the_nearest_marked_pixel():
-    from scipy.ndimage import distance_transform_edt
+def _liquid_levels(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Spatter's 8-bit liquid layers (water, severity 1): drops with edges to find."""
+    import scipy.ndimage
 
-    mask = torch.rand(2, 1, 30, 40, generator=torch.Generator().manual_seed(0)) < 0.01
-    out = corruptions_module._distance_to(mask.float(), 20)
-    for n in range(2):
-        expected = np.minimum(distance_transform_edt(~mask[n, 0].numpy()), 21)
-        np.testing.assert_allclose(out[n, 0].numpy(), expected, atol=1e-5)
+    mean, std, blur, threshold, *_ = corruptions_module._SPATTER[0]
+    noise = np.random.default_rng(seed).standard_normal((n, h, w))
+    liquid = scipy.ndimage.gaussian_filter(mean + std * noise, blur, mode="nearest", axes=(1, 2))
+    liquid[liquid < threshold] = 0
+    return (liquid.clip(0, 1) * 255).astype(np.uint8)
+
+
+def test_chamfer_distance_equals_opencv():
+    """The numpy passes (tai without OpenCV) against cv2.distanceTransform(DIST_L2, 5)."""
+    cv2 = pytest.importorskip("cv2")
+    edges = np.random.default_rng(0).random((3, 30, 41)) < 0.01
+    edges[2] = False
+    edges[2, 0, 0] = True  # distances beyond the limit
+    expected = [
+        np.minimum(cv2.distanceTransform(np.where(e, 0, 255).astype(np.uint8), cv2.DIST_L2, 5), 20)
+        for e in edges
+    ]
+    np.testing.assert_array_equal(corruptions_module._chamfer_distance(edges), np.stack(expected))
+
+
+def test_water_drops_without_opencv_equal_opencv(monkeypatch):
+    """Spatter's water drops: the numpy steps (Canny, chamfer distance, blurs, equalisation,
+    emboss) against OpenCV's, to the bit, on layers with many edges and on an empty one."""
+    pytest.importorskip("cv2")
+    levels = np.concatenate([_liquid_levels(4, 40, 56, seed=1), np.zeros((1, 40, 56), np.uint8)])
+    with_opencv = corruptions_module._water_drops(levels)
+    monkeypatch.setattr(corruptions_module, "_opencv", lambda: None)
+    without = corruptions_module._water_drops(levels)
+    assert with_opencv[:4].max() > 0
+    np.testing.assert_array_equal(without, with_opencv)
 
 
 # ------------------------------------------- fast paths equal the direct computations
@@ -449,16 +475,14 @@ def test_line_blur_by_slices_equals_the_gather_per_tap(channels):
     assert torch.equal(sliced, gathered)
 
 
-def test_canny_hysteresis_by_labelling_equals_kornia_loop():
-    import kornia
-
-    g = torch.Generator().manual_seed(4)
-    noise = corruptions_module._gaussian_filter(torch.rand(6, 1, 40, 48, generator=g), (1.5, 1.5))
-    level = torch.floor((noise - 0.4).clamp(0, 1) * 255 / 0.2).clamp(0, 255)
-    _, expected = kornia.filters.canny(level, 50.0, 150.0, kernel_size=(3, 3), sigma=(1e-3, 1e-3))
-    edges = corruptions_module._canny(level, 50.0, 150.0)
+def test_canny_equals_opencv_with_the_l2_norm():
+    """The numpy Canny (tai without OpenCV) against cv2.Canny(L2gradient=True)."""
+    cv2 = pytest.importorskip("cv2")
+    levels = _liquid_levels(6, 40, 48, seed=4)
+    expected = np.stack([cv2.Canny(x, 50, 150, L2gradient=True) > 0 for x in levels])
+    edges = corruptions_module._canny(levels, 50.0, 150.0)
     assert expected.sum() > 50  # edges to find, some only through weak pixels
-    assert torch.equal(edges, expected)
+    np.testing.assert_array_equal(edges, expected)
 
 
 @pytest.mark.parametrize("severity", [1, 5])
@@ -727,3 +751,65 @@ def test_bad_plugin_specs_are_rejected_with_the_spec_and_the_fix(spec, message, 
 def test_a_single_string_spec_is_rejected(restore_registry):
     with pytest.raises(ValueError, match=r"Wrap it in a list: \['mod:fn'\]"):
         load_corruption_plugins("mod:fn")
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_defocus_blur_through_opencv_equals_the_fft(severity, monkeypatch):
+    pytest.importorskip("cv2")
+    images = _images(n=2, size=(100, 120))
+    assert 100 * 120 >= corruptions_module._OPENCV_FILTER2D_MIN_PIXELS  # the OpenCV path
+    with_opencv = corrupt(images, "defocus_blur", severity)
+    monkeypatch.setattr(corruptions_module, "_opencv", lambda: None)
+    torch.testing.assert_close(with_opencv, corrupt(images, "defocus_blur", severity))
+
+
+@pytest.mark.parametrize("c", [60.0, 3.0])
+def test_poisson_by_tables_draws_poisson_counts(c):
+    """Shot noise's counts on 8-bit images (inverse CDF through guide tables): the mean,
+    variance and frequencies of Poisson(c k / 255), per level."""
+    import scipy.stats
+
+    levels = torch.tensor([0, 1, 77, 255])
+    x = (levels[:, None].expand(-1, 50_000).float() / 255).contiguous()
+    counts = corruptions_module._poisson(x, c, torch.Generator().manual_seed(0))
+    assert counts.dtype == x.dtype and torch.equal(counts, counts.round())
+    for k, row in zip(levels.tolist(), counts.double().numpy(), strict=True):
+        rate = c * k / 255
+        assert abs(row.mean() - rate) < 5 * np.sqrt(max(rate, 1e-3) / row.size) + 1e-9
+        values, seen = np.unique(row, return_counts=True)
+        expected = scipy.stats.poisson.pmf(values, rate) * row.size
+        big = expected > 20  # the frequent counts: a chi-square test of their frequencies
+        if big.sum() > 1:
+            scaled = expected[big] * seen[big].sum() / expected[big].sum()
+            assert scipy.stats.chisquare(seen[big], scaled).pvalue > 1e-4
+
+
+def test_poisson_of_other_values_falls_back_to_torch(monkeypatch):
+    x = torch.full((2, 3, 8, 8), 0.3)  # not a multiple of 1/255
+    calls = []
+    poisson = torch.poisson
+    monkeypatch.setattr(torch, "poisson", lambda *a, **k: calls.append(1) or poisson(*a, **k))
+    counts = corruptions_module._poisson(x, 60.0, torch.Generator().manual_seed(0))
+    assert calls and counts.shape == x.shape and (counts >= 0).all()
+
+
+@pytest.mark.parametrize("mode", ["nearest", "reflect", "mirror"])
+@pytest.mark.parametrize(("size", "sigma"), [((70, 90), (2.0, 3.0)), ((66, 80), (24.0, 1.0))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opencv_gaussian_filter_equals_kornia_separable_convolution(size, sigma, mode, dtype):
+    """Large images: cv2.sepFilter2D with the border mode against the padded convolution
+    (tai without OpenCV), with a kernel wider than an image side too."""
+    import kornia
+
+    pytest.importorskip("cv2")
+    h, w = size
+    x = torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    radius_y, radius_x = (int(4.0 * s + 0.5) for s in sigma)
+    kernel_y = kornia.filters.get_gaussian_kernel1d(2 * radius_y + 1, sigma[0], dtype=dtype)
+    kernel_x = kornia.filters.get_gaussian_kernel1d(2 * radius_x + 1, sigma[1], dtype=dtype)
+    padded = corruptions_module._pad(x, radius_y, radius_x, mode)
+    direct = kornia.filters.filter2d_separable(padded, kernel_x, kernel_y, padding="valid")
+    assert max(h, w) > corruptions_module._BANDED_MAX_SIZE  # the OpenCV path runs
+    opencv = corruptions_module._gaussian_filter(x, sigma, mode=mode)
+    assert opencv.dtype == dtype
+    assert (opencv - direct).abs().max() < 1e-5
