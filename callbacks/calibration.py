@@ -7,7 +7,7 @@ from typing import Literal
 import pytorch_lightning as pl
 from torch import Tensor
 
-from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
+from callbacks._base import TaiCheckCallback, _check_positive_int
 from tai.principles.reliability.calibration import CalibrationResult, calibration_summary
 from tai.report.figures.reliability import reliability_diagram
 
@@ -16,12 +16,16 @@ class CalibrationCallback(TaiCheckCallback):
     """Measures top-label calibration on validation samples and logs a reliability diagram.
 
     Logs ``tai/calibration/{ece,mce,nll,brier}`` through ``pl_module.log`` and the figure
-    ``tai/calibration/reliability_epochNNN.png`` through the trainer's loggers.
+    ``tai/calibration/reliability_epochNNN.png`` through the trainer's loggers. The check
+    reads the logits validation computed (when ``validation_step`` returns them, as
+    ``{"logits": ...}`` or the tensor), so it costs milliseconds and runs in full every
+    time.
 
     Args:
         n_bins: equal-width confidence bins (Guo et al. 2017 use 15).
         budget: at most this many validation samples per check.
-        every_n_epochs: run every n-th validation epoch; the last epoch always runs.
+        every_n_epochs: check every n-th epoch; ``None``: the last epoch only. The last
+            epoch always checks.
         log_figures: log the reliability diagram: ``"last"`` epoch, ``True`` every check.
 
     Raises:
@@ -39,7 +43,7 @@ class CalibrationCallback(TaiCheckCallback):
         n_bins: int = 15,
         *,
         budget: int = 512,
-        every_n_epochs: int = 1,
+        every_n_epochs: int | None = 1,
         log_figures: bool | Literal["last"] = "last",
     ) -> None:
         _check_positive_int("n_bins", n_bins)
@@ -53,11 +57,13 @@ class CalibrationCallback(TaiCheckCallback):
         images: Tensor,
         targets: Tensor,
         logits: Tensor,
+        *,
+        final: bool,
     ) -> CalibrationResult:
         result = calibration_summary(logits.softmax(dim=1), targets, n_bins=self.n_bins)
-        pl_module.log_dict({f"tai/calibration/{k}": v for k, v in result.as_dict().items()})
-        if self.wants_figure(trainer):
-            log_figure(
-                trainer, reliability_diagram(result), self.figure_name(trainer, "reliability")
-            )
+        self.log_metrics(
+            trainer, pl_module, {f"tai/calibration/{k}": v for k, v in result.as_dict().items()}
+        )
+        if self.wants_figure(trainer, final=final):
+            self.submit_figure(trainer, lambda: reliability_diagram(result), "reliability")
         return result

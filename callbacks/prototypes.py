@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from callbacks._base import TaiCheckCallback, _check_positive_int, log_figure
+from callbacks._base import TaiCheckCallback, _check_positive_int
 from tai.principles.transparency.attribution_methods import METHODS, attribute
 from tai.principles.transparency.explain import deletion_auc
 from tai.principles.transparency.prototypes import Prototypes, select_prototypes
@@ -73,7 +73,9 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         n_steps: Integrated Gradients steps.
         deletion_steps: steps of the deletion curve.
         budget: at most this many validation samples per check.
-        every_n_epochs: run every n-th validation epoch; the last epoch always runs.
+        every_n_epochs: check every n-th epoch too; ``None`` (default): the last epoch
+            only. A check costs about a tenth of a training epoch of the demo (MNIST
+            sample, small CNN), mostly the embeddings and Integrated Gradients.
         log_figures: log the prototype figure: ``"last"`` epoch, ``True`` every check.
 
     Raises:
@@ -95,7 +97,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         n_steps: int = 32,
         deletion_steps: int = 20,
         budget: int = 512,
-        every_n_epochs: int = 1,
+        every_n_epochs: int | None = None,
         log_figures: bool | Literal["last"] = "last",
     ) -> None:
         for arg, value in (
@@ -123,6 +125,8 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         images: Tensor,
         targets: Tensor,
         logits: Tensor,
+        *,
+        final: bool,
     ) -> PrototypeExplanation:
         device = pl_module.device
         embed = embedding_function(pl_module, self.embedding_layer)
@@ -147,11 +151,13 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         logged = {"tai/explain/deletion_auc": result.deletion_auc}
         if delta is not None:
             logged["tai/explain/ig_convergence_delta"] = result.convergence_delta
-        pl_module.log_dict(logged)
-        if self.wants_figure(trainer):
+        self.log_metrics(trainer, pl_module, logged)
+        if self.wants_figure(trainer, final=final):
             classes = getattr(pl_module, "classes", None)
             labels = y.tolist()
             titles = [f"class {classes[t] if classes else t}" for t in labels]
-            fig = prototype_figure(x.cpu(), maps.cpu(), labels, titles=titles)
-            log_figure(trainer, fig, self.figure_name(trainer, "prototypes"))
+            shown, heat = x.detach().cpu().clone(), maps.detach().cpu().clone()
+            self.submit_figure(
+                trainer, lambda: prototype_figure(shown, heat, labels, titles=titles), "prototypes"
+            )
         return result

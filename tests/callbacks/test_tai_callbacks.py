@@ -7,15 +7,26 @@ import torch
 from mlflow import MlflowClient
 from pytorch_lightning.loggers import MLFlowLogger
 from torch import nn
+from torch.utils.data import DataLoader
 
+import callbacks.calibration
 from callbacks import (
     AdversarialCallback,
     CalibrationCallback,
     PrototypeExplanationCallback,
     RobustnessCallback,
 )
+from callbacks._grid import grid_share
+from callbacks.robustness import RobustnessCells
 from tai.modeling.module import ClassifierModule
 from tai.principles.reliability.calibration import calibration_summary
+from tai.principles.reliability.robustness import RobustnessResult, corruption_accuracy
+from tai.principles.security.adversarial import adversarial_accuracy
+from tai.principles.transparency.attribution_methods import attribute
+from tai.principles.transparency.explain import deletion_auc
+from tai.principles.transparency.prototypes import select_prototypes
+from tests.callbacks._ddp_helpers import FigureFileLogger, TinyNet, TwoRanksInOne
+from tests.callbacks.conftest import _squares
 
 
 def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
@@ -32,9 +43,19 @@ def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
     )
 
 
-def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
+def _mlflow(tmp_path: Path) -> tuple[MLFlowLogger, str]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = MLFlowLogger("cb", tracking_uri=uri, artifact_location=(tmp_path / "art").as_uri())
+    return logger, uri
+
+
+def _history(uri: str, run_id: str, key: str) -> list[int]:
+    return [m.step for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+@pytest.mark.slow
+def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
+    logger, uri = _mlflow(tmp_path)
     cbs = [
         CalibrationCallback(budget=40, log_figures=True),
         RobustnessCallback(corruptions=["gaussian_noise", "contrast"], budget=20),
@@ -50,11 +71,17 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
         "tai/calibration/brier",
         "tai/robustness/mean_corruption_accuracy",
         "tai/robustness/contrast_mean",
+        "tai/robustness/contrast_s5",
         "tai/explain/deletion_auc",
     ):
         assert key in metrics, key
     history = client.get_metric_history(logger.run_id, "tai/calibration/ece")
     assert len(history) == 2  # one value per validation epoch, none from the sanity check
+    # The interim check of epoch 0 measured two cells of the grid: no mean from it.
+    assert len(client.get_metric_history(logger.run_id, "tai/robustness/clean_accuracy")) == 2
+    assert len(_history(uri, logger.run_id, "tai/robustness/mean_corruption_accuracy")) == 1
+    # Prototypes are checked on the last epoch only by default.
+    assert len(_history(uri, logger.run_id, "tai/explain/deletion_auc")) == 1
     artifacts = {f.path for f in client.list_artifacts(logger.run_id, "tai/calibration")}
     assert artifacts == {
         "tai/calibration/reliability_epoch000.png",
@@ -64,8 +91,12 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
     assert [f.path for f in client.list_artifacts(logger.run_id, "tai/explain")] == [
         "tai/explain/prototypes_epoch001.png"
     ]
+    assert [f.path for f in client.list_artifacts(logger.run_id, "tai/robustness")] == [
+        "tai/robustness/curve_epoch001.png"
+    ]
 
 
+@pytest.mark.slow
 def test_calibration_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
     cb = CalibrationCallback(budget=40)
     module = ClassifierModule("small_cnn", 1, 3, learning_rate=5e-3)
@@ -81,27 +112,139 @@ def test_calibration_callback_equals_the_tai_function_on_the_same_samples(tmp_pa
     assert cb.last_result.nll == pytest.approx(expected.nll, abs=1e-5)
 
 
-def test_every_n_epochs_skips_epochs_but_always_runs_the_last(tmp_path, loaders):
+@pytest.mark.slow
+def test_every_n_epochs_skips_epochs_but_always_runs_the_last_in_full(tmp_path, loaders):
     runs = []
 
     class Spy(CalibrationCallback):
-        def run_check(self, trainer, *args):
-            runs.append(trainer.current_epoch)
-            return super().run_check(trainer, *args)
+        def run_check(self, trainer, *args, final):
+            runs.append((trainer.current_epoch, final))
+            return super().run_check(trainer, *args, final=final)
 
     module = ClassifierModule("small_cnn", 1, 3)
-    _trainer(tmp_path, [Spy(every_n_epochs=2, log_figures=False)], epochs=3).fit(module, *loaders)
-    assert runs == [1, 2]
+    cbs = [Spy(every_n_epochs=2, log_figures=False), Spy(every_n_epochs=None, log_figures=False)]
+    _trainer(tmp_path, cbs, epochs=3).fit(module, *loaders)
+    # Epoch 1 (the second) is every second epoch; epoch 2 is the last; the final check
+    # is not repeated in on_train_end.
+    assert runs == [(1, False), (2, True), (2, True)]
 
 
-def test_robustness_callback_reports_every_requested_cell(tmp_path, loaders):
-    cb = RobustnessCallback(corruptions=["gaussian_blur"], severities=[1, 5], budget=30)
-    module = ClassifierModule("small_cnn", 1, 3)
+def _spy_robustness(**kwargs):
+    """A RobustnessCallback that also computes corruption_accuracy on the same samples
+    and model, at the moment of each check, for the cells it measured."""
+    checks = []
+
+    class Spy(RobustnessCallback):
+        def run_check(self, trainer, module, images, targets, logits, *, final):
+            result = super().run_check(trainer, module, images, targets, logits, final=final)
+            cells = (
+                result.accuracy
+                if isinstance(result, RobustnessCells)
+                else {
+                    (c, s): a
+                    for c, row in result.accuracy.items()
+                    for s, a in zip(result.severities, row, strict=True)
+                }
+            )
+            expected = {
+                (c, s): corruption_accuracy(
+                    module, images, targets, corruptions=[c], severities=[s], seed=self.seed
+                )
+                for c, s in cells
+            }
+            checks.append((trainer.current_epoch, final, result, cells, expected))
+            return result
+
+    return Spy(**kwargs), checks
+
+
+@pytest.mark.slow
+def test_robustness_callback_equals_corruption_accuracy_on_the_same_samples(tmp_path, loaders):
+    cb, checks = _spy_robustness(
+        corruptions=["gaussian_blur", "contrast"], severities=[1, 5], budget=30, batch_size=16
+    )
+    module = ClassifierModule("small_cnn", 1, 3, learning_rate=5e-3)
     _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
-    assert set(cb.last_result.accuracy) == {"gaussian_blur"}
-    assert len(cb.last_result.accuracy["gaussian_blur"]) == 2
+    [(_, final, result, cells, expected)] = checks
+    assert final and isinstance(result, RobustnessResult)
+    assert set(cells) == {(c, s) for c in ("gaussian_blur", "contrast") for s in (1, 5)}
+    for cell, accuracy in cells.items():
+        assert accuracy == expected[cell].accuracy[cell[0]][0], cell
+        assert result.clean_accuracy == expected[cell].clean_accuracy
+    # The whole grid in one call of the library function, on the final model.
+    x = torch.cat([b[0] for b in loaders[1]])[:30]
+    y = torch.cat([b[1] for b in loaders[1]])[:30]
+    module.eval()
+    whole = corruption_accuracy(
+        module, x, y, corruptions=["gaussian_blur", "contrast"], severities=[1, 5], batch_size=16
+    )
+    assert result == whole
+    assert 0.0 < whole.clean_accuracy  # a model that learned something, not a constant
 
 
+@pytest.mark.slow
+def test_interim_robustness_checks_measure_a_moving_share_and_log_no_means(tmp_path, loaders):
+    logger, uri = _mlflow(tmp_path)
+    cb, checks = _spy_robustness(
+        corruptions=["gaussian_noise", "contrast"], budget=24, cells_per_epoch=3
+    )
+    _trainer(tmp_path, [cb], epochs=4, logger=logger).fit(
+        ClassifierModule("small_cnn", 1, 3), *loaders
+    )
+    assert [(epoch, final) for epoch, final, *_ in checks] == [
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, True),
+    ]
+    interim = [cells for _, final, _, cells, _ in checks if not final]
+    assert all(len(cells) == 3 for cells in interim)
+    # Three checks of three cells visit nine different cells of the ten.
+    assert len(set().union(*interim)) == 9
+    assert isinstance(checks[-1][2], RobustnessResult) and len(checks[-1][3]) == 10
+    for _, _, result, cells, expected in checks:
+        for (c, s), accuracy in cells.items():
+            assert accuracy == expected[c, s].accuracy[c][0], (c, s)
+            assert result.clean_accuracy == expected[c, s].clean_accuracy
+
+    assert len(_history(uri, logger.run_id, "tai/robustness/clean_accuracy")) == 4
+    assert len(_history(uri, logger.run_id, "tai/robustness/mean_corruption_accuracy")) == 1
+    assert len(_history(uri, logger.run_id, "tai/robustness/contrast_mean")) == 1
+    logged_cells = sum(
+        len(_history(uri, logger.run_id, f"tai/robustness/{c}_s{s}"))
+        for c in ("gaussian_noise", "contrast")
+        for s in range(1, 6)
+    )
+    assert logged_cells == 9 + 10
+
+
+@pytest.mark.slow
+def test_an_unforeseen_end_of_the_fit_still_gets_the_final_check(tmp_path, loaders):
+    """Early stopping decides after the checks of an epoch ran: the final check then runs
+    in on_train_end, on the final weights, and is logged to the loggers."""
+
+    class StopAfterFirstEpoch(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            trainer.should_stop = not trainer.sanity_checking
+
+    logger, uri = _mlflow(tmp_path)
+    cb, checks = _spy_robustness(corruptions=["contrast"], budget=20)
+    trainer = _trainer(tmp_path, [cb, StopAfterFirstEpoch()], epochs=5, logger=logger)
+    trainer.fit(ClassifierModule("small_cnn", 1, 3), *loaders)
+
+    assert [(epoch, final) for epoch, final, *_ in checks] == [(0, False), (1, True)]
+    _, _, result, cells, expected = checks[-1]
+    assert isinstance(result, RobustnessResult) and len(cells) == 5
+    for (c, s), accuracy in cells.items():
+        assert accuracy == expected[c, s].accuracy[c][0]
+    assert "tai/robustness/mean_corruption_accuracy" in trainer.callback_metrics
+    assert len(_history(uri, logger.run_id, "tai/robustness/mean_corruption_accuracy")) == 1
+    assert [f.path for f in MlflowClient(uri).list_artifacts(logger.run_id, "tai/robustness")] == [
+        "tai/robustness/curve_epoch001.png"
+    ]
+
+
+@pytest.mark.slow
 def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_path, loaders):
     class Plain(pl.LightningModule):
         def __init__(self):
@@ -116,7 +259,7 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
             return nn.functional.cross_entropy(self(batch[0]), batch[1])
 
         def validation_step(self, batch, _):
-            pass
+            pass  # returns no logits: the callbacks compute them
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -143,15 +286,24 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
         (lambda: CalibrationCallback(budget=-5), "`budget` must be a positive integer, got -5"),
         (
             lambda: CalibrationCallback(every_n_epochs=1.5),
-            "`every_n_epochs` must be a positive integer, got 1.5",
+            "`every_n_epochs` must be a positive integer or None, got 1.5",
         ),
         (
             lambda: RobustnessCallback(corruptions=["fog2"]),
-            "`corruptions` must be a non-empty list of .*gaussian_noise.*got \\['fog2'\\]",
+            "`corruptions` must be a non-empty list of distinct names from .*gaussian_noise.*"
+            "got \\['fog2'\\]",
+        ),
+        (
+            lambda: RobustnessCallback(corruptions=["contrast", "contrast"]),
+            "`corruptions` must be a non-empty list of distinct names.*got \\['contrast', 'contr",
         ),
         (
             lambda: RobustnessCallback(severities=[0, 6]),
             "`severities` must be a non-empty subset of 1..5, got \\[0, 6\\]",
+        ),
+        (
+            lambda: RobustnessCallback(cells_per_epoch=0),
+            "`cells_per_epoch` must be a positive integer or None, got 0",
         ),
         (
             lambda: PrototypeExplanationCallback(per_class=0),
@@ -164,11 +316,16 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
         ),
         (
             lambda: AdversarialCallback(epsilons=[0.1, 2.0]),
-            r"`epsilons` must be a non-empty list in \(0, 1\], got \[0.1, 2.0\]",
+            r"`epsilons` must be a non-empty list of distinct radii in \(0, 1\], "
+            r"got \[0.1, 2.0\]",
         ),
         (
             lambda: AdversarialCallback(attacks=["cw"]),
             "`attacks` must be a non-empty subset of pgd, fgsm; got \\['cw'\\]",
+        ),
+        (
+            lambda: AdversarialCallback(cells_per_epoch=-1),
+            "`cells_per_epoch` must be a positive integer or None, got -1",
         ),
         (
             lambda: CalibrationCallback(log_figures="always"),
@@ -181,6 +338,19 @@ def test_callback_arguments_are_checked_at_construction(make, message):
         make()
 
 
+def test_grid_share_visits_the_whole_grid_before_repeating_a_cell():
+    grid = [(c, s) for c in "abc" for s in (1, 2, 3, 4, 5)]
+    shares = [grid_share(grid, 4, k, seed=0) for k in range(4)]
+    assert all(len(share) == 4 for share in shares)
+    assert len(set().union(*shares[:3])) == 12  # three shares, no cell twice
+    assert grid_share(grid, 4, 0, seed=0) == shares[0]  # seeded: the same again
+    assert grid_share(grid, 4, 0, seed=1) != shares[0]
+    assert grid_share(grid, None, 3, seed=0) == grid
+    assert grid_share(grid, 99, 3, seed=0) == grid
+    assert all(share == sorted(share, key=grid.index) for share in shares)  # grid order
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["saliency", "gradcam"])
 def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, method):
     cb = PrototypeExplanationCallback(method=method, deletion_steps=4, log_figures=True)
@@ -190,22 +360,169 @@ def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, 
     assert math.isnan(cb.last_result.convergence_delta)  # only Integrated Gradients has one
 
 
-def test_adversarial_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
-    from tai.principles.security.adversarial import adversarial_accuracy
-
-    seen = {}
+def _spy_adversarial(**kwargs):
+    checks = []
 
     class Spy(AdversarialCallback):
-        def run_check(self, trainer, module, images, targets, logits):
-            seen["data"] = (module, images, targets)
-            return super().run_check(trainer, module, images, targets, logits)
+        def run_check(self, trainer, module, images, targets, logits, *, final):
+            results = super().run_check(trainer, module, images, targets, logits, final=final)
+            expected = [
+                adversarial_accuracy(
+                    module,
+                    images,
+                    targets,
+                    epsilons=r.epsilons,
+                    attack=r.attack,
+                    steps=self.steps,
+                    seed=self.seed,
+                )
+                for r in results
+            ]
+            checks.append((trainer.current_epoch, final, results, expected, len(targets)))
+            return results
 
-    cb = Spy(epsilons=[0.05, 0.2], steps=3, budget=24, log_figures=False)
-    _trainer(tmp_path, [cb], epochs=1).fit(ClassifierModule("small_cnn", 1, 3), *loaders)
+    return Spy(**kwargs), checks
+
+
+@pytest.mark.slow
+def test_adversarial_callback_equals_the_tai_function_on_the_same_samples(tmp_path, loaders):
+    cb, checks = _spy_adversarial(epsilons=[0.05, 0.2], steps=3, budget=24, log_figures=False)
+    _trainer(tmp_path, [cb], epochs=2).fit(ClassifierModule("small_cnn", 1, 3), *loaders)
+    # Attacks run on the last epoch only by default.
+    [(epoch, final, results, expected, n)] = checks
+    assert (epoch, final, n) == (1, True, 24)
     pgd, fgsm = cb.last_result
     assert (pgd.attack, fgsm.attack) == ("pgd", "fgsm")
-    module, images, targets = seen["data"]
-    assert len(targets) == 24
-    expected = adversarial_accuracy(module, images, targets, epsilons=(0.05, 0.2), steps=3)
-    assert pgd.accuracy == expected.accuracy
+    assert pgd.epsilons == fgsm.epsilons == (0.05, 0.2)
+    assert [r.accuracy for r in results] == [e.accuracy for e in expected]
     assert pgd.accuracy[1] <= pgd.accuracy[0] <= pgd.clean_accuracy
+
+
+@pytest.mark.slow
+def test_interim_adversarial_checks_attack_one_cell_and_log_no_mean(tmp_path, loaders):
+    logger, uri = _mlflow(tmp_path)
+    cb, checks = _spy_adversarial(
+        epsilons=[0.05, 0.2], steps=2, budget=16, every_n_epochs=1, cells_per_epoch=1
+    )
+    _trainer(tmp_path, [cb], epochs=3, logger=logger).fit(
+        ClassifierModule("small_cnn", 1, 3), *loaders
+    )
+    assert [(epoch, final) for epoch, final, *_ in checks] == [(0, False), (1, False), (2, True)]
+    for _, final, results, expected, _ in checks:
+        cells = [(r.attack, e) for r in results for e in r.epsilons]
+        assert len(cells) == (4 if final else 1)
+        assert [r.accuracy for r in results] == [e.accuracy for e in expected]
+    first, second = ((r.attack, r.epsilons) for _, _, [r], _, _ in checks[:2])
+    assert first != second  # the share moves on
+    assert len(_history(uri, logger.run_id, "tai/adversarial/pgd_mean_accuracy")) == 1
+    assert len(_history(uri, logger.run_id, "tai/adversarial/fgsm_mean_accuracy")) == 1
+
+
+@pytest.mark.slow
+def test_an_error_while_drawing_a_figure_fails_the_fit(tmp_path, loaders, monkeypatch):
+    def broken(result):
+        raise RuntimeError("no canvas")
+
+    monkeypatch.setattr(callbacks.calibration, "reliability_diagram", broken)
+    logger, _ = _mlflow(tmp_path)
+    with pytest.raises(RuntimeError, match="no canvas"):
+        _trainer(tmp_path, [CalibrationCallback()], epochs=1, logger=logger).fit(
+            ClassifierModule("small_cnn", 1, 3), *loaders
+        )
+
+
+def _tai_callbacks_for_ddp():
+    return [
+        CalibrationCallback(budget=40, log_figures=True),  # 40 of 45: a budget that cuts
+        RobustnessCallback(  # 64 > 45: every sample, and none of the padding twice
+            corruptions=["gaussian_noise", "contrast"], severities=[1, 3], budget=64
+        ),
+        AdversarialCallback(epsilons=[0.05, 0.2], steps=2, budget=30, every_n_epochs=1),
+        PrototypeExplanationCallback(n_steps=4, deletion_steps=4, budget=64),
+    ]
+
+
+def _fit_for_ddp(tmp_path: Path, name: str, train: DataLoader, **trainer_kwargs):
+    figures = tmp_path / name
+    figures.mkdir()
+    torch.manual_seed(0)
+    model = TinyNet(lr=0.1)
+    trainer = pl.Trainer(
+        max_epochs=2,
+        callbacks=_tai_callbacks_for_ddp(),
+        logger=FigureFileLogger(figures),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        inference_mode=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        **trainer_kwargs,
+    )
+    trainer.fit(
+        model,
+        train,
+        DataLoader(_squares(45, 1), batch_size=16),  # 45 on 2 processes: one padded
+    )
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("tai/")}
+    return metrics, model, sorted(p.name for p in figures.iterdir())
+
+
+@pytest.mark.slow
+def test_callbacks_under_ddp_report_what_one_process_reports(tmp_path):
+    """Two CPU processes (ddp_spawn, gloo), each validating half of the 45 samples (one
+    padded by DistributedSampler) and training on half of each batch, against one
+    process that takes the same steps (``TwoRanksInOne``) on the same data: every metric
+    of every callback agrees to 1e-5 (what may differ is only the float rounding of
+    training on half-batches and of validation's batches), and the figures come from
+    rank zero only, once each."""
+    train = _squares(48, 0)
+    one, one_model, one_figures = _fit_for_ddp(
+        tmp_path, "one", DataLoader(train, batch_size=16, sampler=TwoRanksInOne(48, 8)), devices=1
+    )
+    two, two_model, two_figures = _fit_for_ddp(
+        tmp_path, "two", DataLoader(train, batch_size=8), devices=2, strategy="ddp_spawn"
+    )
+    # The weights come back from rank zero; the same steps give the same model.
+    two_weights = two_model.state_dict()
+    for name, weight in one_model.state_dict().items():
+        assert torch.allclose(weight, two_weights[name], atol=1e-6), name
+    assert sorted(two) == sorted(one)
+    assert {k.split("/")[1] for k in one} == {"calibration", "robustness", "adversarial", "explain"}
+    assert len(one) >= 20
+    for key, value in one.items():
+        assert two[key] == pytest.approx(value, abs=1e-5, nan_ok=True), key
+    assert one_figures == [
+        "rank0-tai_adversarial_curve_epoch001.png",
+        "rank0-tai_calibration_reliability_epoch000.png",
+        "rank0-tai_calibration_reliability_epoch001.png",
+        "rank0-tai_explain_prototypes_epoch001.png",
+        "rank0-tai_robustness_curve_epoch001.png",
+    ]
+    assert two_figures == one_figures
+
+
+@pytest.mark.slow
+def test_prototype_callback_equals_the_tai_functions_on_the_same_samples(tmp_path, loaders):
+    """Prototypes of the embeddings of the buffered samples (the first 30), Integrated
+    Gradients of them and the deletion AUC of those maps, each computed again with the
+    tai functions on the final model."""
+    cb = PrototypeExplanationCallback(per_class=2, n_steps=8, deletion_steps=5, budget=30)
+    module = ClassifierModule("small_cnn", 1, 3, learning_rate=5e-3)
+    _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
+
+    x = torch.cat([b[0] for b in loaders[1]])[:30]
+    y = torch.cat([b[1] for b in loaders[1]])[:30]
+    module.eval()
+    with torch.no_grad():
+        embeddings = module.embed(x)
+    protos = select_prototypes(embeddings, y, per_class=2)
+    assert cb.last_result.prototypes.indices == protos.indices
+    chosen = torch.tensor(protos.all_indices())
+    maps = attribute(module, x[chosen], y[chosen], method="integrated_gradients", n_steps=8)
+    expected = deletion_auc(module, x[chosen], maps.maps.expand_as(x[chosen]), y[chosen], steps=5)
+    assert cb.last_result.deletion_auc == pytest.approx(expected.mean, abs=1e-6)
+    assert cb.last_result.convergence_delta == pytest.approx(
+        float(maps.convergence_delta.abs().mean()), abs=1e-6
+    )
