@@ -48,7 +48,7 @@ from infra.mlflow_store import MlflowStore
 from infra.settings import Settings, load_settings
 from tai import tags
 from tai.gates.decision import evaluate_monitoring
-from tai.monitoring.assess import assess_batch
+from tai.monitoring.assess import assess_batch, drift_rule_minimum
 
 EXPERIMENT = "tai-monitoring"
 
@@ -162,6 +162,7 @@ def tai_monitor(
                 embeddings,
                 reference,
                 confidence=inputs.policy.confidence,
+                drift_p_min=drift_rule_minimum(inputs.policy.monitoring),
                 noise_sigmas=noise_sigmas(batch.images),
                 seed=settings.seed,
             )

@@ -6,7 +6,7 @@
 - :mod:`tai.monitoring.selftest`: false alarms and detections of an alarm rule;
 - :mod:`tai.monitoring.checks`: the declared metrics, for the registry;
 - the methods: :mod:`~tai.monitoring.atc` (ATC, AC, DoC), :mod:`~tai.monitoring.priors`
-  (EM, BBSE), :mod:`~tai.monitoring.deferral` (binomial test),
+  (EM, BBSE), :mod:`~tai.monitoring.deferral` (Fisher's exact test),
   :mod:`~tai.monitoring.drift` (MMD, factor KS, noise level), and input checks in
   :mod:`~tai.monitoring.arrays`.
 """

@@ -19,10 +19,18 @@ MonitoringReference`, and estimates, without labels:
   calibrated probabilities) and BBSE; the total variation of the EM estimate from the
   training priors, and the class whose share grew most;
 - deferral (:mod:`tai.monitoring.deferral`): the share below the abstention threshold,
-  tested against the validation's;
+  tested against the validation's count (Fisher's exact test);
 - drift (:mod:`tai.monitoring.drift`): the MMD permutation test of the embeddings, the
   KS test of each factor (Holm-corrected), and the noise level when the caller passes
   the images' noise sigmas.
+
+The permutation test's p-value is at least :math:`1 / (1 + B)` for ``B`` relabellings,
+so a rule "alarm when ``drift_p_value`` < p" can only fire when that is below p.
+:data:`DEFAULT_N_PERMUTATIONS` (2,000: smallest p-value 0.0005) reaches the minimum
+policy threshold of 0.001; pass the policy's threshold as ``drift_p_min`` and the count
+is derived from it (:func:`tai.monitoring.drift.permutations_for`, :math:`\lceil 2/p
+\rceil`, at most :data:`MAX_N_PERMUTATIONS`), or an explicit count that cannot reach
+it is refused.
 
 What the accuracy estimate can and cannot do. ATC is unbiased when the batch is drawn like
 the validation split and under a pure prior shift it stays close (measured in the tests);
@@ -37,6 +45,7 @@ drifted makes every label-free estimate less reliable.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,16 +78,31 @@ from tai.monitoring.drift import (
     factor_drift,
     mmd_test,
     noise_shift,
+    permutations_for,
 )
 from tai.monitoring.priors import PriorEstimate, bbse_priors, em_priors, total_variation
 from tai.monitoring.reference import MonitoringReference
 
-__all__ = ["MIN_CLASS_IMAGES", "BatchAssessment", "ClassEstimate", "assess_batch"]
+__all__ = [
+    "DEFAULT_N_PERMUTATIONS",
+    "MAX_N_PERMUTATIONS",
+    "MIN_CLASS_IMAGES",
+    "BatchAssessment",
+    "ClassEstimate",
+    "assess_batch",
+    "drift_permutations",
+    "drift_rule_minimum",
+]
 
 # Batch images a class must be predicted for to enter the worst class.
 MIN_CLASS_IMAGES = 10
 DEFAULT_N_RESAMPLES = 1000
-DEFAULT_N_PERMUTATIONS = 500
+# Relabellings of the MMD test: its smallest p-value, 1 / 2001, is below half of the
+# lowest drift threshold a policy is expected to use (0.001).
+DEFAULT_N_PERMUTATIONS = 2000
+# Most relabellings derived from a policy threshold (p >= 1e-4; about 4 s per batch of
+# 500 against 1,000 reference points on 2 cores).
+MAX_N_PERMUTATIONS = 20_000
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_ALPHA = 0.05
 
@@ -255,6 +279,44 @@ class BatchAssessment:
         return _json_ready(out)
 
 
+def drift_rule_minimum(rules: Iterable[Any]) -> float | None:
+    """The lowest ``min`` threshold of the ``drift_p_value`` rules among ``rules`` (a
+    policy's ``monitoring`` gates: objects with ``metric``, ``bound`` and ``threshold``),
+    or None without one: what :func:`assess_batch`'s ``drift_p_min`` expects."""
+    found = [float(r.threshold) for r in rules if r.metric == "drift_p_value" and r.bound == "min"]
+    return min(found) if found else None
+
+
+def drift_permutations(n_permutations: int | None, drift_p_min: float | None) -> int:
+    """The MMD test's relabellings: ``n_permutations``, or when None the default raised
+    to what ``drift_p_min`` needs (:func:`~tai.monitoring.drift.permutations_for`).
+
+    Raises:
+        ValueError: ``n_permutations`` is not an integer >= 1; ``drift_p_min`` is not in
+            (0, 1]; the test with ``n_permutations`` cannot reach a p-value below
+            ``drift_p_min``; or it would need more than :data:`MAX_N_PERMUTATIONS`.
+    """
+    if drift_p_min is None:
+        default = DEFAULT_N_PERMUTATIONS if n_permutations is None else n_permutations
+        return check_count(default, "n_permutations", 1)
+    needed = permutations_for(drift_p_min)
+    if n_permutations is None:
+        if needed > MAX_N_PERMUTATIONS:
+            raise ValueError(
+                f"A drift_p_value minimum of {drift_p_min:g} needs {needed} MMD permutations, "
+                f"more than {MAX_N_PERMUTATIONS}: use a minimum of at least "
+                f"{2 / MAX_N_PERMUTATIONS:g}."
+            )
+        return max(DEFAULT_N_PERMUTATIONS, needed)
+    n = check_count(n_permutations, "n_permutations", 1)
+    if 1 / (1 + n) >= drift_p_min:
+        raise ValueError(
+            f"With n_permutations={n} the MMD p-value is at least 1/{n + 1} = {1 / (n + 1):.3g}, "
+            f"never below the drift_p_value minimum of {drift_p_min:g}: use at least {needed}."
+        )
+    return n
+
+
 def assess_batch(
     probs: Any,
     embeddings: Any,
@@ -262,7 +324,8 @@ def assess_batch(
     *,
     confidence: float = 0.95,
     n_resamples: int = DEFAULT_N_RESAMPLES,
-    n_permutations: int = DEFAULT_N_PERMUTATIONS,
+    n_permutations: int | None = None,
+    drift_p_min: float | None = None,
     max_samples: int = DEFAULT_MAX_SAMPLES,
     alpha: float = DEFAULT_ALPHA,
     noise_sigmas: Any = None,
@@ -278,7 +341,11 @@ def assess_batch(
             version.
         confidence: two-sided level of the intervals, in (0, 1).
         n_resamples: replicates of ATC's interval.
-        n_permutations: relabellings of the MMD test.
+        n_permutations: relabellings of the MMD test; None: :data:`DEFAULT_N_PERMUTATIONS`,
+            or what ``drift_p_min`` needs when more (:func:`drift_permutations`).
+        drift_p_min: the threshold the drift p-value will be compared with (the policy's
+            ``drift_p_value`` minimum, :func:`drift_rule_minimum`), or None; an
+            ``n_permutations`` whose smallest p-value is not below it is refused.
         max_samples: most batch embeddings in the MMD test (seeded subsample).
         alpha: family-wise level at which a factor counts as drifted.
         noise_sigmas: ``(m',)`` noise levels of the batch's images
@@ -291,7 +358,7 @@ def assess_batch(
         TypeError: ``reference`` is not a :class:`MonitoringReference`.
         ValueError: fewer than 2 images, ``probs`` not a probability matrix of ``K``
             columns, ``embeddings`` of another dimension or row count, or an invalid
-            option.
+            option (including a permutation count that cannot reach ``drift_p_min``).
     """
     if not isinstance(reference, MonitoringReference):
         raise TypeError(
@@ -308,7 +375,7 @@ def assess_batch(
     e = as_embeddings(embeddings, dim=reference.dim, n_rows=len(p))
     check_confidence(confidence)
     n_resamples = check_count(n_resamples, "n_resamples", 1)
-    n_permutations = check_count(n_permutations, "n_permutations", 1)
+    n_permutations = drift_permutations(n_permutations, drift_p_min)
     max_samples = check_count(max_samples, "max_samples", 2)
     alpha = check_fraction(alpha, "alpha")
     seed = check_seed(seed)
@@ -338,6 +405,7 @@ def assess_batch(
             top,
             reference.abstention_threshold,
             reference.expected_deferral_rate,
+            n_reference=reference.n_val,
             confidence=confidence,
         )
     else:

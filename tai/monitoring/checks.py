@@ -51,7 +51,7 @@ MONITORING_DEFERRAL = DeclaredCheck(
         metric(
             "deferral_p_value",
             True,
-            "exact binomial test of the deferral rate against validation's",
+            "Fisher's exact test of the deferral count against validation's",
             "",
         ),
     ),

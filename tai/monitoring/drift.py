@@ -36,6 +36,8 @@ of the training images', with the two-sided Mann-Whitney U test.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +55,30 @@ __all__ = [
     "median_bandwidth",
     "mmd_test",
     "noise_shift",
+    "permutations_for",
 ]
 
 # Relabellings scored at once by the permutation test (bounds memory at ~16 MiB).
 _PERMUTATION_CHUNK = 128
+
+
+def permutations_for(p_value: float) -> int:
+    r"""Relabellings enough for the permutation test to go below ``p_value``:
+    :math:`B = \lceil 2 / p \rceil`.
+
+    The smallest p-value of :func:`mmd_test` is :math:`1 / (1 + B)`; a rule "alarm when
+    p < ``p_value``" can only fire when that is below ``p_value``. With
+    :math:`B = \lceil 2/p \rceil` it is below :math:`p/2`, so a batch more extreme than
+    all but a few relabellings still alarms.
+
+    Raises:
+        ValueError: ``p_value`` is not a number in (0, 1].
+    """
+    ok = isinstance(p_value, numbers.Real) and not isinstance(p_value, bool)
+    if not ok or not 0 < float(p_value) <= 1:
+        raise ValueError(f"Expected a p-value threshold in (0, 1], but got {p_value!r}.")
+    # The tolerance keeps an exact quotient (2 / 0.001) from rounding up to the next count.
+    return math.ceil(2.0 / float(p_value) * (1 - 1e-12))
 
 
 @dataclass(frozen=True)

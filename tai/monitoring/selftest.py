@@ -33,7 +33,7 @@ from scipy.stats import binomtest
 
 from tai.check import derive_seed
 from tai.monitoring.arrays import as_embeddings, as_probs, as_targets, check_count, check_seed
-from tai.monitoring.assess import assess_batch
+from tai.monitoring.assess import DEFAULT_N_RESAMPLES, assess_batch, drift_permutations
 from tai.monitoring.reference import MonitoringReference
 
 __all__ = ["Alarm", "BatchOutcome", "SelfTestResult", "ShiftedBatch", "detector_self_test"]
@@ -187,8 +187,9 @@ def detector_self_test(
     n_benign: int = 20,
     shifts: Iterable[ShiftedBatch | tuple] = (),
     confidence: float = 0.95,
-    n_resamples: int = 1000,
-    n_permutations: int = 500,
+    n_resamples: int = DEFAULT_N_RESAMPLES,
+    n_permutations: int | None = None,
+    drift_p_min: float | None = None,
     seed: int = 0,
 ) -> SelfTestResult:
     """False-alarm rate on benign batches and detection rate on shifted ones (module
@@ -205,7 +206,9 @@ def detector_self_test(
         n_benign: benign batches, at least 1.
         shifts: :class:`ShiftedBatch` es, or tuples ``(name, probs, embeddings,
             true_accuracy)`` of the same meaning.
-        confidence, n_resamples, n_permutations: passed to :func:`assess_batch`.
+        confidence, n_resamples, n_permutations, drift_p_min: passed to
+            :func:`assess_batch` (``n_permutations=None``: its default, raised to what
+            ``drift_p_min``, the policy's drift threshold, needs).
         seed: seeds the benign draws and every assessment.
 
     Raises:
@@ -231,7 +234,9 @@ def detector_self_test(
     options = {
         "confidence": confidence,
         "n_resamples": n_resamples,
-        "n_permutations": n_permutations,
+        # Resolved once, so an impossible drift threshold fails before any batch.
+        "n_permutations": drift_permutations(n_permutations, drift_p_min),
+        "drift_p_min": drift_p_min,
     }
     batches = [_as_shifted(s, i) for i, s in enumerate(shifts)]
 

@@ -9,11 +9,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.stats import fisher_exact
 
-from tai.monitoring.assess import MIN_CLASS_IMAGES, assess_batch
+from tai.monitoring.assess import (
+    DEFAULT_N_PERMUTATIONS,
+    MAX_N_PERMUTATIONS,
+    MIN_CLASS_IMAGES,
+    assess_batch,
+    drift_permutations,
+    drift_rule_minimum,
+)
 from tai.monitoring.checks import MONITORING_CHECKS, MONITORING_METRICS
 from tai.monitoring.priors import total_variation
 from tai.monitoring.reference import MonitoringReference
+from tests.conftest import REPO_ROOT
 
 FAST = {"n_resamples": 300, "n_permutations": 100}
 
@@ -214,3 +223,101 @@ def test_invalid_options_are_refused(batch, reference):
     with pytest.raises(TypeError, match="MonitoringReference"):
         assess_batch(batch.probs, batch.embeddings, "reference.npz")
     assert isinstance(reference, MonitoringReference)
+
+
+# ------------------------------------------------------ the drift rule can fire
+
+
+def repo_policy():
+    from tai.check import Stage
+    from tai.evaluation.registry import GATED_STAGES, metric_specs
+    from tai.gates.policy import load_policy
+
+    return load_policy(
+        REPO_ROOT / "tai-policy.yaml",
+        metric_specs(stages=GATED_STAGES),
+        monitoring_specs=metric_specs(stages=(Stage.MONITORING,)),
+    )
+
+
+def test_the_default_permutations_can_go_below_the_repository_policys_drift_threshold():
+    threshold = drift_rule_minimum(repo_policy().monitoring)
+    assert threshold is not None, "tai-policy.yaml has no drift_p_value rule"
+    # The smallest p-value of the permutation test must be below the rule's minimum, or
+    # the drift rule can never alarm (it could not with 500 permutations and 0.001).
+    assert 1 / (1 + DEFAULT_N_PERMUTATIONS) < threshold
+    assert 1 / (1 + drift_permutations(None, threshold)) < threshold
+
+
+def test_a_drifted_batch_fails_the_repository_policys_drift_rule(world, reference):
+    threshold = drift_rule_minimum(repo_policy().monitoring)
+    batch = world.sample(300, np.random.default_rng(16), noise_scale=2.0)
+    result = assess_batch(
+        batch.probs,
+        batch.embeddings,
+        reference,
+        n_resamples=100,
+        drift_p_min=threshold,
+        max_samples=200,
+    )
+    assert result.drift.n_permutations == DEFAULT_N_PERMUTATIONS
+    assert result.metrics()["drift_p_value"] == 1 / (1 + DEFAULT_N_PERMUTATIONS) < threshold
+
+
+def test_a_stricter_threshold_gets_more_permutations(world, reference):
+    batch = world.sample(100, np.random.default_rng(17), noise_scale=2.0)
+    result = assess_batch(
+        batch.probs, batch.embeddings, reference, n_resamples=50, drift_p_min=1e-4, max_samples=60
+    )
+    assert result.drift.n_permutations == 20_000 == MAX_N_PERMUTATIONS
+    assert result.drift.p_value < 1e-4
+    assert drift_permutations(None, 0.05) == DEFAULT_N_PERMUTATIONS  # never fewer
+    assert drift_permutations(None, None) == DEFAULT_N_PERMUTATIONS
+    assert drift_permutations(300, None) == 300
+    assert drift_permutations(300, 0.01) == 300  # 1/301 < 0.01
+
+
+@pytest.mark.parametrize(
+    ("n_permutations", "drift_p_min", "message"),
+    [
+        (500, 0.001, r"at least 1/501 = 0.002, never below .* 0.001: use at least 2000"),
+        (None, 1e-5, "needs 200000 MMD permutations, more than 20000"),
+        (None, 0.0, "p-value threshold"),
+        (0, None, "n_permutations"),
+    ],
+)
+def test_a_drift_threshold_the_test_cannot_reach_is_refused(
+    batch, reference, n_permutations, drift_p_min, message
+):
+    with pytest.raises(ValueError, match=message):
+        assess_batch(
+            batch.probs,
+            batch.embeddings,
+            reference,
+            n_permutations=n_permutations,
+            drift_p_min=drift_p_min,
+        )
+
+
+def test_drift_rule_minimum_reads_the_min_rules_of_drift_p_value():
+    from tai.gates.policy import Gate
+
+    rules = [
+        Gate("drift_p_value", "min", 0.01),
+        Gate("deferral_p_value", "min", 0.0001),
+        Gate("drift_p_value", "min", 0.002),
+    ]
+    assert drift_rule_minimum(rules) == 0.002
+    assert drift_rule_minimum(rules[1:2]) is None
+
+
+def test_the_deferral_test_is_fishers_against_the_validation_count(result, batch, reference):
+    d = int(np.sum(batch.probs.max(1) < reference.abstention_threshold))
+    d0 = round(reference.expected_deferral_rate * reference.n_val)
+    assert result.deferral.method == "fisher"
+    assert (result.deferral.n_reference, result.deferral.n_reference_deferred) == (
+        reference.n_val,
+        d0,
+    )
+    expected = fisher_exact([[d, len(batch.probs) - d], [d0, reference.n_val - d0]]).pvalue
+    assert result.metrics()["deferral_p_value"] == pytest.approx(expected, rel=1e-12)

@@ -19,6 +19,7 @@ from tai.monitoring.drift import (
     median_bandwidth,
     mmd_test,
     noise_shift,
+    permutations_for,
 )
 
 
@@ -174,3 +175,29 @@ def test_noise_shift_by_hand_and_mann_whitney():
     assert result.shift == pytest.approx(0.009)
     assert result.p_value == pytest.approx(mannwhitneyu(batch, train).pvalue)
     assert np.isnan(noise_shift(batch[:1], train).p_value)
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"), [(0.001, 2000), (0.01, 200), (0.05, 40), (0.003, 667), (1e-4, 20000)]
+)
+def test_permutations_for_a_threshold_reach_below_half_of_it(p, expected):
+    n = permutations_for(p)
+    assert n == expected  # ceil(2 / p)
+    assert 1 / (1 + n) < p / 2
+
+
+def test_the_smallest_p_value_is_one_over_one_plus_the_permutations():
+    # Two far-apart clouds: no relabelling is as extreme as the observed split, so the
+    # p-value is the smallest the test can give, and it is below the threshold the
+    # permutations were derived from.
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(60, 3)), rng.normal(5.0, 1.0, size=(40, 3))
+    n = permutations_for(0.001)
+    result = mmd_test(x, y, n_permutations=n, max_samples=100, rng=np.random.default_rng(0))
+    assert result.p_value == 1 / (1 + n) < 0.001
+
+
+@pytest.mark.parametrize("p", [0.0, -0.1, 1.5, float("nan"), True, "0.01"])
+def test_an_impossible_p_value_threshold_is_refused(p):
+    with pytest.raises(ValueError, match="p-value threshold"):
+        permutations_for(p)

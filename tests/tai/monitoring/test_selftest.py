@@ -96,3 +96,25 @@ def test_invalid_arguments_are_refused(reference, held_out):
             held_out.targets[:-1],
             alarm=drift_or_low_accuracy,
         )
+
+
+def test_a_drift_threshold_the_permutations_cannot_reach_fails_before_any_batch(
+    reference, held_out
+):
+    calls = []
+
+    def spy(metrics, bounds):
+        calls.append(metrics)
+        return False
+
+    with pytest.raises(ValueError, match="never below the drift_p_value minimum of 0.001"):
+        detector_self_test(
+            reference,
+            held_out.probs,
+            held_out.embeddings,
+            held_out.targets,
+            alarm=spy,
+            n_permutations=500,
+            drift_p_min=0.001,
+        )
+    assert calls == []
