@@ -55,6 +55,11 @@ MODEL_SETTINGS = (
     "learning_rate",
     "seed",
     "max_images_per_split",
+    "image_size",
+    "augment",
+    "pretrained",
+    "freeze_backbone",
+    "unfreeze_after_epochs",
     "tai_budget",
     "corruptions",
     "corruption_plugins",
@@ -76,8 +81,26 @@ def settings_digest(settings) -> str:
     import hashlib
     import json
 
+    from tai.modeling.pretrained import is_state_dict_path, sha256_file
+
     values = {k: getattr(settings, k) for k in MODEL_SETTINGS}
+    if settings.pretrained and is_state_dict_path(settings.pretrained):
+        # A file's content, not its name: new weights at the same path are another model.
+        # (Torchvision's cached files carry their hash in their name and are checked.)
+        path = Path(settings.pretrained).expanduser()
+        if path.is_file():
+            values["pretrained"] = f"{settings.pretrained}@{sha256_file(path)}"
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def model_tags(model) -> dict[str, str]:
+    """The architecture a version was built by and the pretrained weights (name and the
+    sha256 of the file read) it started from, as tags."""
+    out = {tags.MODEL_ARCHITECTURE: str(model.factory or model.name)}
+    if model.pretrained:
+        out[tags.PRETRAINED] = str(model.pretrained)
+        out[tags.PRETRAINED_SHA256] = str(model.pretrained_sha256)
+    return out
 
 
 def lineage_tags(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from flows.lineage import lineage_tags, same_inputs
+from flows.lineage import MODEL_SETTINGS, lineage_tags, model_tags, same_inputs
 from flows.preflight import load_run_inputs, run_settings
 from flows.progress import current
 from flows.stores import make_data_store
@@ -153,10 +153,11 @@ def tai_pipeline(
             )
         mlflow.log_json(run_id, decision.as_dict(), "tai/gate_decision.json")
         with progress.stage("registration"):
-            example = trained.data.splits["test"].images[:2]
-            image_size = example.shape[-2:]
+            example = trained.data.eval_split("test").images([0, 1])
             mlflow.log_weights(
-                run_id, calibrated.model.state_dict(), weights_config(calibrated, image_size)
+                run_id,
+                calibrated.model.state_dict(),
+                weights_config(calibrated, trained.data.input_size),
             )
             promotion = register_and_promote(
                 mlflow,
@@ -175,7 +176,10 @@ def tai_pipeline(
                 comparisons=comparisons,
                 requirements=inputs.requirements,
                 policy=policy,
-                extra_tags={tags.ATC_THRESHOLD: repr(monitoring.reference.threshold)},
+                extra_tags={
+                    tags.ATC_THRESHOLD: repr(monitoring.reference.threshold),
+                    **model_tags(trained.module.model),
+                },
                 baseline=champion.version if champion else None,
             )
         mlflow.log_metrics(run_id, {f"time/{k}": v for k, v in progress.timings.items()})
@@ -205,18 +209,12 @@ def tai_pipeline(
 
 
 def settings_params(settings: Settings) -> dict[str, object]:
-    """The settings that shape the model, logged as MLflow params."""
-    keys = (
-        "model",
-        "max_epochs",
-        "batch_size",
-        "learning_rate",
-        "seed",
-        "max_images_per_split",
-        "tai_budget",
-        "dataset",
-    )
-    return {k: getattr(settings, k) for k in keys}
+    """The settings that shape the model (:data:`flows.lineage.MODEL_SETTINGS`), logged as
+    MLflow params. ``image_size`` and ``pretrained`` are left to the LightningModule's
+    hyperparameters, which log their resolved values (MLflow refuses a param logged twice
+    with two values: ``0`` is "choose" in the settings, ``(224, 224)`` what was chosen)."""
+    resolved_by_the_module = {"image_size", "pretrained"}
+    return {k: getattr(settings, k) for k in MODEL_SETTINGS if k not in resolved_by_the_module}
 
 
 def identical_version(registry: MlflowStore, lineage: dict[str, str]) -> ModelVersionInfo | None:

@@ -1,4 +1,4 @@
-"""Checks of a run's inputs that need neither Prefect nor torch: they fail in a second."""
+"""Checks of a run's inputs before anything is trained: they fail in seconds."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def check_inputs(settings: Settings, ref: str) -> tuple[RunInputs, DataVersion]:
         RequirementsError: the requirements file is malformed or contradicts itself.
         PolicyError: the policy file is missing, malformed, or looser than the
             requirements demand.
-        SettingsError: a corruption plugin does not load or a corruption is unknown.
+        SettingsError: a corruption plugin does not load or a corruption is unknown; the
+            model is unknown, its factory does not import, or its pretrained weights are
+            not on this machine.
         DataStoreError: the branch or commit does not exist.
     """
     return load_run_inputs(settings), make_data_store(settings).version(ref)
@@ -54,6 +56,7 @@ def load_run_inputs(settings: Settings) -> RunInputs:
     from tai.evaluation.registry import GATED_STAGES, metric_specs
     from tai.gates.derivation import assert_policy_meets
 
+    check_model(settings)
     requirements = load_requirements_file(settings)
     options = check_options(settings, requirements)
     policy = load_policy(
@@ -132,6 +135,9 @@ def check_options(settings: Settings, requirements: Requirements | None = None) 
         certify_n=settings.certify_n,
         certify_budget=settings.certify_budget,
         membership_budget=max(budget, 8),
+        # Every check runs the model on at most a training batch at once, so its memory
+        # follows TAI_BATCH_SIZE, not its budget or the data set.
+        batch_size=settings.batch_size,
     )
 
 
@@ -158,3 +164,32 @@ def check_corruptions(settings: Settings) -> list[str]:
             f"available: {', '.join(known)} (or register your own with TAI_CORRUPTION_PLUGINS)"
         )
     return list(settings.corruptions)
+
+
+def check_model(settings: Settings) -> None:
+    """The model exists (the project's, torchvision's, or a factory that imports) and its
+    pretrained weights are on this machine (nothing is downloaded); the sizes are checked
+    once the data's are known, when the model is built.
+
+    Raises:
+        SettingsError: one line naming the setting and what to do.
+    """
+    from tai.modeling.models import model_kind
+    from tai.modeling.pretrained import resolve_pretrained
+    from tai.modeling.user_models import resolve_factory
+
+    try:
+        kind = model_kind(settings.model)
+        if kind in ("factory", "entry_point"):
+            resolve_factory(settings.model)
+    except (ValueError, LookupError) as exc:
+        raise SettingsError(f"TAI_MODEL: {exc}") from None
+    if settings.pretrained:
+        try:
+            resolve_pretrained(
+                settings.pretrained,
+                model_name=settings.model,
+                torchvision_arch=kind == "torchvision",
+            )
+        except ValueError as exc:
+            raise SettingsError(f"TAI_PRETRAINED: {exc}") from None

@@ -194,7 +194,8 @@ class MlflowStore:
         Args:
             run_id: the run whose weights are served.
             input_example: a float array ``(N, C, H, W)`` in ``[0, 1]`` of real inputs
-                (N >= 2); it also fixes the signature's ``(C, H, W)``.
+                (N >= 2). The served model takes images of any size and mode and fits
+                them to its input as training did.
             classes: the class labels, in output order.
             defer_threshold: the pyfunc answers ``"defer_to_human"`` below this calibrated
                 confidence; ``None`` never defers.
@@ -239,15 +240,17 @@ class MlflowStore:
             sha256 = verify_sha256(
                 data, self._recorded_weights_sha256(run_id), source=self._weights_name(run_id)
             )
+            weights_config = json.loads((weights / "config.json").read_text())
             config = pyfunc_model.serving_config(
-                json.loads((weights / "config.json").read_text()),
+                weights_config,
                 weights_sha256=sha256,
                 classes=classes,
-                image_shape=example.shape[1:],
+                # Weights logged without their input size take the example's.
+                image_shape=None if weights_config.get("image_size") else example.shape[1:],
                 defer_threshold=defer_threshold,
                 **limits,
             )
-            pyfunc_model.validate_images(example, image_shape=example.shape[1:], **limits)
+            pyfunc_model.validate_images(example, **limits)
             (folder / "serving_config.json").write_text(json.dumps(config, sort_keys=True))
             (folder / "tai_classifier.py").write_text(pyfunc_model.MODEL_CODE)
             with mlflow.start_run(run_id=run_id):
@@ -259,10 +262,10 @@ class MlflowStore:
                         "config": str(folder / "serving_config.json"),
                     },
                     model_config={"expected_weights_sha256": ""},
-                    code_paths=_stage_model_code(folder / "code"),
-                    signature=pyfunc_model.model_signature(example.shape[1:]),
+                    code_paths=_stage_model_code(folder / "code", config),
+                    signature=pyfunc_model.model_signature(),
                     input_example=example,
-                    pip_requirements=_model_requirements(config["model"]),
+                    pip_requirements=_model_requirements(config),
                 )
         return info.model_uri
 
@@ -555,9 +558,13 @@ def verify_manifest(folder: Path, expected: str | None, *, source: str) -> str:
     return actual
 
 
-def _stage_model_code(dst: Path) -> list[str]:
-    """Copies of the packages the pyfunc imports, without caches and deployment files."""
+def _stage_model_code(dst: Path, config: Mapping[str, Any]) -> list[str]:
+    """Copies of the packages the pyfunc imports, without caches and deployment files, and
+    of a user's model factory (its top-level package or module), so the served model
+    rebuilds it where neither is installed."""
     import importlib
+
+    from tai.modeling.models import model_code_paths
 
     def ignore(folder: str, names: list[str]) -> list[str]:
         return [
@@ -567,31 +574,38 @@ def _stage_model_code(dst: Path) -> list[str]:
             or (Path(folder, n).is_file() and not n.endswith(_MODEL_CODE_SUFFIXES))
         ]
 
+    sources = [
+        Path(importlib.import_module(package).__file__).parent
+        for package in _MODEL_CODE_PACKAGES
+    ]
     staged = []
-    for package in _MODEL_CODE_PACKAGES:
-        source = Path(importlib.import_module(package).__file__).parent
-        shutil.copytree(source, dst / package, ignore=ignore)
-        staged.append(str(dst / package))
+    for source in [*sources, *model_code_paths(config)]:
+        if source.is_dir():
+            shutil.copytree(source, dst / source.name, ignore=ignore)
+        else:
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dst / source.name)
+        staged.append(str(dst / source.name))
     return staged
 
 
-def _model_requirements(model_name: str) -> list[str]:
+def _model_requirements(config: Mapping[str, Any]) -> list[str]:
+    """The served model's pip requirements at this environment's versions (torchvision
+    always: the pyfunc resizes with it)."""
     import mlflow
     import numpy
     import pandas
     import torch
 
-    requirements = [
+    from tai.modeling.models import model_requirements
+
+    return [
         f"torch=={torch.__version__.split('+')[0]}",
         f"mlflow=={mlflow.__version__}",
         f"numpy=={numpy.__version__}",
         f"pandas=={pandas.__version__}",
+        *model_requirements(config),
     ]
-    if model_name == "resnet18":
-        import torchvision
-
-        requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
-    return requirements
 
 
 def _json_default(value: Any) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -92,13 +92,29 @@ class Settings(BaseSettings):
     policy_file: Path = Path("tai-policy.yaml")
 
     # training
-    model: Literal["small_cnn", "resnet18"] = "small_cnn"
+    # small_cnn, resnet18_small, any torchvision classification architecture, a
+    # "package.module:factory" or a `tai.models` entry point (checked before a run).
+    model: str = "small_cnn"
+    # Torchvision weights (DEFAULT, IMAGENET1K_V1, ...) from the local torch cache, or the
+    # path of a state dict file; "": none. Nothing is ever downloaded.
+    pretrained: str = ""
+    # Train only the head; from epoch `unfreeze_after_epochs` (if set) the whole model.
+    freeze_backbone: bool = False
+    unfreeze_after_epochs: int | None = Field(default=None, ge=0)
     max_epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=64, ge=1)
     learning_rate: float = Field(default=2e-3, gt=0)
     seed: int = 0
     # Caps the images read per split (0 = all); tests and quick runs use it.
     max_images_per_split: int = Field(default=0, ge=0)
+    # Every image is brought to this size (resize the shorter side, crop the centre);
+    # 0: the data's most common size. A mixed folder is converted to one mode (RGB when
+    # any image is in colour).
+    image_size: int = Field(default=0, ge=0)
+    # Training augmentation: "affine" (digits, documents), "crop-flip" (photos), "none".
+    augment: Literal["affine", "crop-flip", "none"] = "affine"
+    # DataLoader worker processes that decode images (0: the main process).
+    num_workers: int = Field(default=0, ge=0)
     # Lightning's hardware settings: several GPUs or nodes are configuration, e.g.
     # TAI_ACCELERATOR=gpu TAI_DEVICES=4 TAI_STRATEGY=ddp TAI_NUM_NODES=2.
     accelerator: str = "auto"
@@ -154,6 +170,25 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _unfreezing_needs_a_frozen_backbone(self) -> Settings:
+        if self.unfreeze_after_epochs is None:
+            return self
+        if not self.freeze_backbone:
+            raise ValueError(
+                "TAI_UNFREEZE_AFTER_EPOCHS needs TAI_FREEZE_BACKBONE=true (there is nothing "
+                "frozen to unfreeze)"
+            )
+        if "ddp" in self.strategy.lower():
+            # DDP syncs only the parameters that required gradients when it wrapped the
+            # model: unfrozen ones would train apart on each process.
+            raise ValueError(
+                f"TAI_UNFREEZE_AFTER_EPOCHS does not work with TAI_STRATEGY={self.strategy}: "
+                "train the head first, then fine-tune the whole model in a second run with "
+                "TAI_PRETRAINED set to the first run's weights"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, *_, **__):
         return (init_settings, env_settings, _YamlFileSource(settings_cls))
@@ -193,12 +228,17 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"TAI_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} "
-            f"(got {err.get('input')!r})"
-            for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise SettingsError(f"invalid settings: {problems}") from None
+
+
+def _problem(err: dict) -> str:
+    """One of pydantic's errors as the setting, what is wrong and the value given."""
+    message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a rule over several settings names them itself
+        return message
+    name = "TAI_" + "_".join(str(p) for p in err["loc"]).upper()
+    return f"{name}: {message} (got {err.get('input')!r})"
 
 
 def apply_environment(settings: Settings) -> None:

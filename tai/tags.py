@@ -20,6 +20,10 @@ POLICY_SHA256 = "tai.policy.sha256"
 POLICY_SOURCE = "tai.policy.source"
 REQUIREMENTS_SHA256 = "tai.requirements.sha256"
 SETTINGS_SHA256 = "tai.settings.sha256"  # the settings that shape the model
+# the model's architecture and the pretrained weights it started from
+MODEL_ARCHITECTURE = "tai.model.architecture"
+PRETRAINED = "tai.model.pretrained"
+PRETRAINED_SHA256 = "tai.model.pretrained_sha256"
 # the gate decision
 GATES_PASSED = "tai.gates.passed"
 GATES_REASONS = "tai.gates.reasons"

@@ -28,8 +28,12 @@ def run(
 ) -> None:
     """Run the pipeline (data engineering, training, evaluation, gates, promotion) once."""
     settings = current_settings()
+    from flows.distributed import global_rank, train_as_worker
     from flows.preflight import check_inputs
 
+    if global_rank() > 0:  # one of several processes of torchrun or SLURM: train only
+        typer.echo(train_as_worker(settings, commit or branch))
+        return
     _, version = check_inputs(settings, commit or branch)  # fail fast, before Prefect starts
     from flows.pipeline import tai_pipeline
     from flows.progress import for_terminal, showing

@@ -19,8 +19,9 @@ from flows.tasks.data import DataCard, data_card, write_atomically
 from infra.datastore.base import DataStore, DataVersion
 from infra.mlflow_store import MlflowStore
 from tai import tags
+from tai.data.card import pixel_format
 from tai.data.drift import DRIFT_METRIC_NAMES, data_drift
-from tai.data.images import load_split
+from tai.data.images import InputFormat, load_split
 from tai.data.profile import scan_dataset
 
 # Training images per commit that enter the factor-drift tests (bounds their cost).
@@ -83,12 +84,13 @@ def compare_with_baseline(
         return json.loads(path.read_text())
     base_root = store.materialize(baseline.commit_id)
     base_card = data_card.fn(base_root, dataset, baseline, cache_dir, seed)
+    fmt = pixel_format(data.card["summary"])
     drift = data_drift(
         baseline.commit_id,
         base_card.card,
         data.card,
-        _train_images(base_root, dataset, seed),
-        _train_images(root, dataset, seed),
+        _train_images(base_root, dataset, seed, fmt),
+        _train_images(root, dataset, seed, fmt),
         seed=seed,
     ).as_dict()
     write_atomically(path, json.dumps(drift, indent=2, sort_keys=True))
@@ -100,7 +102,9 @@ def compare_with_baseline(
     return drift
 
 
-def _train_images(root: Path, dataset: str, seed: int):
+def _train_images(root: Path, dataset: str, seed: int, fmt: InputFormat):
+    """A bounded sample of a commit's training images in ``fmt``: both commits in the same
+    format, so their pixels compare."""
     records = [r for r in scan_dataset(root, dataset) if r.split == "train"]
     classes = sorted({r.label for r in records})
-    return load_split(root, records, classes, max_images=DRIFT_IMAGES, seed=seed).images
+    return load_split(root, records, classes, max_images=DRIFT_IMAGES, seed=seed, fmt=fmt).images

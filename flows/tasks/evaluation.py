@@ -20,13 +20,16 @@ from flows.tasks.training import TrainedModel
 from infra.integrity import WEIGHTS_SHA256_TAG
 from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings
+from tai.check import EvalContext, Members
 from tai.data.card import image_groups
+from tai.data.images import FolderImages
 from tai.data.profile import scan_dataset
-from tai.evaluation.evaluate import Evaluation, evaluate_model
-from tai.evaluation.inference import model_embeddings, predict_logits
+from tai.evaluation.evaluate import Evaluation, run_checks
+from tai.evaluation.inference import stream_outputs
+from tai.evaluation.registry import evaluation_checks
 from tai.gates.evidence import champion_comparisons
 from tai.gates.policy import GatePolicy
-from tai.modeling.models import build_model
+from tai.modeling.models import model_config, model_from_config
 from tai.modeling.temperature import TemperatureScaledModel
 from tai.principles.autonomy.selective import abstention_threshold
 from tai.principles.reliability.temperature import TemperatureFit, fit_temperature
@@ -46,8 +49,14 @@ class CalibratedModel:
 def calibrate(trained: TrainedModel, target_coverage: float) -> CalibratedModel:
     """Fit temperature scaling on the validation split, then the abstention threshold
     that answers at least ``target_coverage`` of the validation images."""
-    val = trained.data.splits["val"]
-    logits = predict_logits(trained.module.model, val.images)
+    val = trained.data.eval_split("val")
+    logits, _ = stream_outputs(
+        trained.module.model,
+        val,
+        batch_size=trained.data.batch_size,
+        num_workers=trained.data.num_workers,
+        embeddings=False,
+    )
     fit = fit_temperature(logits, val.targets)
     threshold = abstention_threshold(
         (logits / fit.temperature).softmax(1), val.targets, target_coverage=target_coverage
@@ -87,24 +96,18 @@ def rebuild_model(store: MlflowStore, version: ModelVersionInfo) -> tuple[torch.
     state, config = store.load_weights(
         version.run_id, expected_sha256=version.tags.get(WEIGHTS_SHA256_TAG)
     )
-    model = build_model(
-        config["model"], in_channels=config["in_channels"], num_classes=config["num_classes"]
-    )
-    scaled = TemperatureScaledModel(model, config["temperature"])
+    scaled = TemperatureScaledModel(model_from_config(config), config["temperature"])
     scaled.load_state_dict(state)
     return scaled.eval(), config
 
 
 def weights_config(calibrated: CalibratedModel, image_size: Sequence[int]) -> dict:
-    """What rebuilds the deployed module from its state dict, and the input it takes."""
-    model = calibrated.model.model
-    return {
-        "model": model.name,
-        "in_channels": model.in_channels,
-        "num_classes": model.head.out_features,
-        "temperature": calibrated.fit.temperature,
-        "image_size": [int(s) for s in image_size],
-    }
+    """What rebuilds the deployed module from its state dict (architecture, factory,
+    pretrained weights' digest, classes, input size) and its temperature."""
+    config = {**model_config(calibrated.model.model), "temperature": calibrated.fit.temperature}
+    if config["image_size"] is None:  # a model built without a size takes the data's
+        config["image_size"] = [int(s) for s in image_size]
+    return config
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -119,32 +122,39 @@ def weights_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cached_embeddings(
-    model: torch.nn.Module, images: torch.Tensor, cache_dir: Path, *, data_commit: str
-) -> torch.Tensor:
-    """The model's test embeddings, cached by (model weights, data commit, images).
+def cached_outputs(
+    model: torch.nn.Module,
+    split: FolderImages,
+    cache_dir: Path,
+    *,
+    data_commit: str,
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits and embeddings of a split, cached by (model weights, data
+    commit, the split's images and format).
 
     The same model evaluated again on the same commit (a retried run, a re-evaluation)
     reads them back; a half-written file is never read (write, then rename).
     """
     key = hashlib.sha256(
-        f"{weights_digest(model)}-{data_commit}-{tuple(images.shape)}".encode()
-        + images.numpy().tobytes()[:1_000_000]
+        f"{weights_digest(model)}-{data_commit}-{split.fmt.as_dict()}-".encode()
+        + "\n".join(split.paths).encode()
     ).hexdigest()[:32]
-    path = cache_dir / "embeddings" / f"{key}.pt"
+    path = cache_dir / "outputs" / f"{key}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
-    embeddings = model_embeddings(model, images)
+        cached = torch.load(path, weights_only=True)
+        return cached["logits"], cached["embeddings"]
+    logits, embeddings = stream_outputs(model, split, num_workers=num_workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
-        torch.save(embeddings, tmp)
+        torch.save({"logits": logits, "embeddings": embeddings}, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return embeddings
+    return logits, embeddings
 
 
 @task(cache_policy=NO_CACHE)
@@ -156,39 +166,54 @@ def evaluate(
     data_commit: str,
     champion: Champion | None = None,
 ) -> Evaluation:
-    """Run every registered check on the held-out test split with the deployed model."""
+    """Run every registered check on the held-out test split with the deployed model.
+
+    The split is streamed: its outputs are computed batch by batch (and cached), and a
+    check reads only the images it samples.
+    """
     policy = inputs.policy
-    test = trained.data.splits["test"]
+    data = trained.data
+    test, train = data.eval_split("test"), data.eval_split("train")
     groups = expected_groups = None
     if settings.group_column:
-        records = scan_dataset(trained.data.root, settings.dataset)
-        every = image_groups(trained.data.root, settings.dataset, records, settings.group_column)
+        records = scan_dataset(data.root, settings.dataset)
+        every = image_groups(data.root, settings.dataset, records, settings.group_column)
         group_of = dict(zip((r.path for r in records), every, strict=True))
         groups = [group_of[p] for p in test.paths]
         expected_groups = sorted(set(every))
-    train = trained.data.splits["train"]
-    embeddings = cached_embeddings(
-        calibrated.model, test.images, settings.cache_dir, data_commit=data_commit
-    )
-    return evaluate_model(
+    logits, embeddings = cached_outputs(
         calibrated.model,
-        test.images,
-        test.targets,
-        classes=trained.data.classes,
-        options=inputs.options,
-        members=(train.images, train.targets),
+        test,
+        settings.cache_dir,
+        data_commit=data_commit,
+        num_workers=settings.num_workers,
+    )
+    champion_probs = None
+    if champion is not None:
+        champion_logits, _ = stream_outputs(
+            champion.model, test, num_workers=settings.num_workers, embeddings=False
+        )
+        champion_probs = champion_logits.softmax(1)
+    ctx = EvalContext(
+        model=calibrated.model,
+        classes=data.classes,
+        targets=test.targets,
+        probs=logits.softmax(1),
+        embeddings=embeddings,
+        load_images=test.images,
+        members=Members(train.targets, train.images),
         champion=champion.model if champion else None,
+        champion_probs=champion_probs,
         groups=groups,
         group_column=settings.group_column,
         expected_groups=expected_groups,
         abstention_threshold=calibrated.abstention_threshold,
         temperature=calibrated.fit.temperature,
         confidence=policy.confidence,
-        bound_metrics=policy.bound_metrics(),
-        embeddings=embeddings,
+        bound_metrics=frozenset(policy.bound_metrics()),
         seed=settings.seed,
-        observe=current().check,
     )
+    return run_checks(evaluation_checks(inputs.options), ctx, observe=current().check)
 
 
 def compare_with_champion(evaluation: Evaluation, policy: GatePolicy, seed: int):

@@ -27,11 +27,15 @@ from prefect.cache_policies import NO_CACHE
 from flows.tasks.evaluation import CalibratedModel
 from flows.tasks.training import TrainedModel
 from infra.mlflow_store import MlflowStore
+from tai.check import sample_indices
+from tai.data.images import FolderImages
+from tai.data.model_input import fit_images
 from tai.data.profile import IMAGE_SUFFIXES, DatasetError, estimate_noise_sigma, load_image
 from tai.evaluation.evaluate import Evaluation
-from tai.evaluation.inference import model_embeddings, predict_logits
+from tai.evaluation.inference import model_embeddings, predict_logits, stream_outputs
 from tai.gates.decision import evaluate_monitoring
 from tai.gates.policy import GatePolicy
+from tai.monitoring.assess import drift_rule_minimum
 from tai.monitoring.reference import MonitoringReference, fit_reference
 from tai.monitoring.selftest import SelfTestResult, ShiftedBatch, detector_self_test
 from tai.principles.reliability.corruptions import corrupt
@@ -42,6 +46,7 @@ SELFTEST_ARTIFACT = "monitoring/selftest.json"
 NOISE_SAMPLE = 300
 # The self-test's shifted batches: corruptions of the test split a monitor must notice.
 SELFTEST_SHIFTS = (("gaussian_noise", 4), ("contrast", 4), ("gaussian_blur", 4))
+SELFTEST_SHIFT_IMAGES = 1000  # test images corrupted for each shifted batch
 
 
 class MonitoringError(ValueError):
@@ -84,6 +89,14 @@ def noise_sigmas(images: torch.Tensor, limit: int = NOISE_SAMPLE) -> np.ndarray:
     return np.array([estimate_noise_sigma(a) for a in arrays])
 
 
+def split_outputs(
+    model: torch.nn.Module, split: FolderImages, num_workers: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`batch_outputs` of a whole split, streamed from disk."""
+    logits, embeddings = stream_outputs(model, split, num_workers=num_workers)
+    return logits.double().softmax(1).numpy(), embeddings.double().numpy()
+
+
 def batch_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The deployed model's probabilities (float64, so confident scores do not tie) and
     embeddings of ``images``."""
@@ -108,28 +121,33 @@ def fit_monitoring(
     tighter and would alarm on unseen images). The self-test resamples the test split,
     which none of the reference has seen.
     """
-    model = calibrated.model
-    val = trained.data.splits["val"]
-    val_probs, val_embeddings = batch_outputs(model, val.images)
+    model, data = calibrated.model, trained.data
+    generator = torch.Generator().manual_seed(seed)
+    val, train, test = data.eval_split("val"), data.eval_split("train"), data.eval_split("test")
+    val_probs, val_embeddings = split_outputs(model, val, data.num_workers)
     reference = fit_reference(
         val_probs,
         val.targets.numpy(),
         train_embeddings=val_embeddings,
-        train_targets=trained.data.splits["train"].targets.numpy(),
-        classes=trained.data.classes,
+        train_targets=train.targets.numpy(),
+        classes=data.classes,
         abstention_threshold=calibrated.abstention_threshold,
-        train_noise_sigmas=noise_sigmas(trained.data.splits["train"].images),
+        train_noise_sigmas=noise_sigmas(
+            train.images(sample_indices(len(train), NOISE_SAMPLE, generator))
+        ),
         seed=seed,
     )
     if not policy.monitoring:
         return MonitoringFit(reference, None)
-    test = trained.data.splits["test"]
-    test_probs, test_embeddings = batch_outputs(model, test.images)
+    test_probs, test_embeddings = split_outputs(model, test, data.num_workers)
+    # The shifted batches: corrupted copies of a bounded sample of the test split.
+    sample = sample_indices(len(test), SELFTEST_SHIFT_IMAGES, generator)
+    images, targets = test.images(sample), test.targets[sample].numpy()
     shifts = []
     for name, severity in SELFTEST_SHIFTS:
-        shifted = corrupt(test.images, name, severity, seed=seed)
+        shifted = corrupt(images, name, severity, seed=seed)
         probs, embeddings = batch_outputs(model, shifted)
-        accuracy = float((probs.argmax(1) == test.targets.numpy()).mean())
+        accuracy = float((probs.argmax(1) == targets).mean())
         shifts.append(
             ShiftedBatch(f"{name} s{severity}", probs, embeddings, accuracy, noise_sigmas(shifted))
         )
@@ -143,6 +161,7 @@ def fit_monitoring(
         n_benign=selftest_batches,
         shifts=shifts,
         confidence=policy.confidence,
+        drift_p_min=drift_rule_minimum(policy.monitoring),
         seed=seed,
     )
     return MonitoringFit(reference, selftest)
@@ -162,12 +181,13 @@ class Batch:
 
 
 def read_batch(folder: Path, *, channels: int, size: Sequence[int]) -> Batch:
-    """Every image under ``folder`` (any nesting), decoded and checked against the
-    model's input: ``channels`` and ``(height, width)``.
+    """Every image under ``folder`` (any nesting), decoded and brought to the model's
+    input, ``channels`` and ``(height, width)``, by the rule training and serving use
+    (:func:`tai.data.model_input.fit_images`).
 
     Raises:
-        MonitoringError: no such folder, no images in it, an undecodable image, one of
-            another size or mode, or fewer than 2 images.
+        MonitoringError: no such folder, no images in it, an undecodable image, or fewer
+            than 2 images.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -187,28 +207,19 @@ def read_batch(folder: Path, *, channels: int, size: Sequence[int]) -> Batch:
             f"{folder} holds a single image; a batch needs at least 2 to estimate anything "
             "(a few hundred give useful intervals)"
         )
-    arrays, digest = [], hashlib.sha256()
+    images, digest = [], hashlib.sha256()
     for path in files:
         name = path.relative_to(folder).as_posix()
         try:
             array = load_image(path)
         except (DatasetError, ValueError, OSError) as exc:
             raise MonitoringError(f"{name} in {folder}: {exc}") from None
-        got_channels = 1 if array.ndim == 2 else array.shape[2]
-        if got_channels != channels or tuple(array.shape[:2]) != tuple(size):
-            mode = {1: "grayscale", 3: "RGB"}
-            raise MonitoringError(
-                f"{name} in {folder} is {mode.get(got_channels, got_channels)} "
-                f"{array.shape[0]}x{array.shape[1]}, but the model takes "
-                f"{mode.get(channels, channels)} {size[0]}x{size[1]} images; convert the "
-                "batch to that size and mode"
-            )
-        arrays.append(array)
+        image = torch.from_numpy(array)
+        image = image[None] if image.ndim == 2 else image.permute(2, 0, 1)
+        images.append(fit_images(image.contiguous(), in_channels=channels, image_size=size))
         digest.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    images = torch.from_numpy(np.stack(arrays)).float()
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
     return Batch(
-        images.contiguous(),
+        torch.stack(images).float().contiguous(),
         tuple(p.relative_to(folder).as_posix() for p in files),
         tuple(files),
         digest.hexdigest()[:12],

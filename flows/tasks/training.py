@@ -13,9 +13,11 @@ from prefect.cache_policies import NO_CACHE
 from pytorch_lightning.loggers import MLFlowLogger
 
 from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
+from flows.distributed import trainer_strategy
 from flows.progress import current
 from infra.settings import Settings
 from tai.modeling.datamodule import FolderDataModule
+from tai.modeling.models import default_image_size
 from tai.modeling.module import ClassifierModule
 
 
@@ -61,7 +63,7 @@ def make_trainer(
         accelerator=settings.accelerator,
         devices=settings.devices,
         num_nodes=settings.num_nodes,
-        strategy=settings.strategy,
+        strategy=trainer_strategy(settings.strategy),
         deterministic=True,
         inference_mode=False,
         enable_checkpointing=False,
@@ -72,9 +74,30 @@ def make_trainer(
     )
 
 
+def requested_image_size(settings: Settings) -> int | tuple[int, int]:
+    """``TAI_IMAGE_SIZE``; unset (0), the size pretrained torchvision weights were made for
+    (224 for most), else 0: the data's most common size."""
+    if settings.image_size or not settings.pretrained:
+        return settings.image_size
+    return default_image_size(settings.model, settings.pretrained) or 0
+
+
 @task(cache_policy=NO_CACHE)
 def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
     """Fit the configured model on the commit's train split, validating on val."""
+    trained = fit_model(settings, root, run_id)
+    get_run_logger().info(
+        "trained %s for %d epochs: val_acc %.4f",
+        settings.model,
+        settings.max_epochs,
+        trained.callback_metrics.get("val_acc", float("nan")),
+    )
+    return trained
+
+
+def fit_model(settings: Settings, root: Path, run_id: str | None) -> TrainedModel:
+    """The training itself; ``run_id`` None logs nothing (a process of rank > 0 under an
+    external launcher, see :mod:`flows.distributed`)."""
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -83,6 +106,9 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
         settings.dataset,
         batch_size=settings.batch_size,
         max_images_per_split=settings.max_images_per_split,
+        image_size=requested_image_size(settings),
+        augment=settings.augment,
+        num_workers=settings.num_workers,
         seed=settings.seed,
     )
     data.setup()
@@ -93,11 +119,19 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
         classes=data.classes,
         learning_rate=settings.learning_rate,
         seed=settings.seed,
+        image_size=data.input_size,
+        pretrained=settings.pretrained or None,
+        freeze_backbone=settings.freeze_backbone,
+        unfreeze_after_epochs=settings.unfreeze_after_epochs,
     )
-    logger = MLFlowLogger(
-        experiment_name=settings.experiment_name,
-        tracking_uri=settings.tracking_uri,
-        run_id=run_id,
+    logger = (
+        MLFlowLogger(
+            experiment_name=settings.experiment_name,
+            tracking_uri=settings.tracking_uri,
+            run_id=run_id,
+        )
+        if run_id
+        else False
     )
     trainer = make_trainer(
         settings,
@@ -106,10 +140,4 @@ def train_model(settings: Settings, root: Path, run_id: str) -> TrainedModel:
     )
     trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    get_run_logger().info(
-        "trained %s for %d epochs: val_acc %.4f",
-        settings.model,
-        settings.max_epochs,
-        metrics.get("val_acc", float("nan")),
-    )
     return TrainedModel(module=module, data=data, callback_metrics=metrics)

@@ -32,11 +32,18 @@ from tai.data.factors import (
     traversal,
 )
 from tai.data.groups import read_group_column, representation
-from tai.data.images import SplitTensors, load_split
+from tai.data.images import (
+    InputFormat,
+    SplitTensors,
+    downscaled,
+    input_format,
+    load_split,
+)
 from tai.data.label_noise import find_label_issues
 from tai.data.leakage import image_descriptor, split_leakage
 from tai.data.profile import (
     DatasetError,
+    DatasetSummary,
     ImageRecord,
     noise_profile,
     scan_dataset,
@@ -103,8 +110,11 @@ def build_data_card(
     leakage = split_leakage([r.path for r in records], [r.split for r in records], digests, stacked)
     del stacked
     profile = noise_profile(root, records, seed=seed)
+    fmt = pixel_format(summary)
     train_records = [r for r in records if r.split == "train"]
-    train = load_split(root, train_records, summary.classes, max_images=max_images, seed=seed)
+    train = load_split(
+        root, train_records, summary.classes, max_images=max_images, seed=seed, fmt=fmt
+    )
     pca = _pixel_pca(train, n_components, seed)
     codes = pca.transform(train.images)
     factors = factors_of_variation(
@@ -114,7 +124,7 @@ def build_data_card(
         codes.numpy(), train.targets.numpy(), summary.classes, seed, of=len(train_records)
     )
     distributions = _factor_distributions(
-        root, records, summary.classes, pca, factors, max_images=max_images, seed=seed
+        root, records, summary.classes, pca, factors, fmt, max_images=max_images, seed=seed
     )
     groups = image_groups(root, dataset, records, group_column) if group_column else None
     splits = sorted({r.split for r in records})
@@ -155,6 +165,7 @@ def _factor_distributions(
     classes: list[str],
     pca,
     factors,
+    fmt: InputFormat,
     *,
     max_images: int,
     n_shown: int = 4,
@@ -171,6 +182,7 @@ def _factor_distributions(
             classes,
             max_images=max_images,
             seed=seed,
+            fmt=fmt,
         )
         scores = factors.transform(pca.transform(data.images))[:, :k]
         out[split] = {}
@@ -241,11 +253,31 @@ def factor_traversals(
             f"{Path(root) / dataset / 'train'}; add images to its class folders and commit."
         )
     classes = sorted({r.label for r in records})
-    train = load_split(root, records, classes, max_images=max_images, seed=seed)
+    fmt = downscaled(input_format(root, records, seed=seed), PIXEL_MAX_SIDE)
+    train = load_split(root, records, classes, max_images=max_images, seed=seed, fmt=fmt)
     pca = _pixel_pca(train, 32, seed)
     k = min(n_factors, pca.components.shape[0])
     rows = [traversal(pca, i) for i in range(k)]
     return rows, [float(v) for v in pca.explained_variance_ratio[:k]]
+
+
+# The data stage's pixel statistics (PCA factors, label noise) on images at most this
+# large: 64 x 64 x 3 values per image keep 3,000 training images under 150 MB.
+PIXEL_MAX_SIDE = 64
+
+
+def pixel_format(summary: DatasetSummary | dict) -> InputFormat:
+    """The format the data stage reads images in: the model's mode, the most common size
+    scaled down to :data:`PIXEL_MAX_SIDE` (the same for every commit of the same data).
+
+    ``summary`` is the validation's summary, or its JSON in a data card (``card["summary"]``).
+    """
+    s = summary.as_dict() if isinstance(summary, DatasetSummary) else summary
+    channels = 1 if s["mode"] == "L" else 3
+    return downscaled(
+        InputFormat(channels, tuple(s["image_size"]), s.get("sizes", {}), s.get("modes", {})),
+        PIXEL_MAX_SIDE,
+    )
 
 
 def _check_options(

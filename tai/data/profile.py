@@ -15,9 +15,9 @@ Paths in records and in the duplicate groups are POSIX paths relative to ``root`
 
 import hashlib
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
@@ -62,8 +63,10 @@ class DatasetSummary:
     Attributes:
         dataset: the dataset folder's name.
         splits: split -> label -> number of images.
-        image_size: ``(height, width)`` shared by every image.
-        mode: PIL mode shared by every image (``"L"``, ``"RGB"``, ...).
+        image_size: ``(height, width)`` of most images (the model's default input size).
+        mode: ``"L"`` when every image is greyscale, else ``"RGB"`` (what the model takes).
+        sizes: ``"HxW"`` -> number of images of that size.
+        modes: PIL mode -> number of images.
         num_classes: number of classes.
         classes: class (label folder) names, sorted.
         duplicates: groups of byte-identical files (sha256), paths relative to the root.
@@ -78,6 +81,8 @@ class DatasetSummary:
     classes: list[str]
     duplicates: list[list[str]]
     class_balance: dict[str, float]
+    sizes: dict[str, int] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         """A JSON-ready dictionary."""
@@ -145,8 +150,9 @@ def validate_dataset(
     Raises:
         DatasetError: the dataset folder is missing; a required split is missing; a split
             or the whole dataset has no class folders; a class folder holds no images; the
-            class folders differ between splits; there are fewer than two classes; an
-            image cannot be decoded; or images differ in size or mode.
+            class folders differ between splits; there are fewer than two classes; or an
+            image cannot be decoded. Images of different sizes and modes are fine: their
+            counts are in the summary, and the data loader brings them to one.
     """
     root = Path(root)
     layout = _layout(root, dataset)
@@ -158,16 +164,16 @@ def validate_dataset(
         for label, fs in labels.items()
         for file in fs
     ]
-    # The first image (in sorted order) sets the size and mode every other must share.
-    first = files[0][1]
-    reference = (_relative(root, first), *_decode(first, first.read_bytes())[:2])
     by_hash: dict[str, list[str]] = defaultdict(list)
+    sizes: Counter[tuple[int, int]] = Counter()
+    modes: Counter[str] = Counter()
     for record, file in files:
         data = file.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         by_hash[digest].append(record.path)
         size, mode, pixels = _decode(file, data, pixels=on_image is not None)
-        _check_consistent(root, file, size, mode, reference)
+        sizes[size] += 1
+        modes[mode] += 1
         if on_image is not None:
             on_image(record, digest, pixels)
 
@@ -176,12 +182,14 @@ def validate_dataset(
     return DatasetSummary(
         dataset=dataset,
         splits=splits,
-        image_size=reference[1],
-        mode=reference[2],
+        image_size=sizes.most_common(1)[0][0],
+        mode="L" if set(modes) <= GREY_MODES else "RGB",
         num_classes=len(classes),
         classes=classes,
         duplicates=sorted(sorted(group) for group in by_hash.values() if len(group) > 1),
         class_balance={s: min(c.values()) / max(c.values()) for s, c in splits.items()},
+        sizes={f"{h}x{w}": n for (h, w), n in sorted(sizes.items())},
+        modes=dict(sorted(modes.items())),
     )
 
 
@@ -381,26 +389,6 @@ def _decode(
             return (image.height, image.width), image.mode, array
     except _DECODE_ERRORS as err:
         raise _undecodable(file, err) from err
-
-
-def _check_consistent(
-    root: Path,
-    file: Path,
-    size: tuple[int, int],
-    mode: str,
-    reference: tuple[str, tuple[int, int], str],
-) -> None:
-    ref_path, ref_size, ref_mode = reference
-    if size != ref_size:
-        raise DatasetError(
-            f"image {_relative(root, file)} has size (height, width) {size}, expected "
-            f"{ref_size} as in {ref_path}; resize or remove the image and commit."
-        )
-    if mode != ref_mode:
-        raise DatasetError(
-            f"image {_relative(root, file)} has mode {mode!r}, expected {ref_mode!r} as in "
-            f"{ref_path}; convert or remove the image and commit."
-        )
 
 
 def _undecodable(path: Path, err: Exception) -> DatasetError:

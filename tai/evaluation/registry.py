@@ -82,15 +82,18 @@ def evaluation_checks(options: CheckOptions | None = None) -> tuple[Check, ...]:
             prototypes_per_class=o.prototypes_per_class,
             ig_steps=o.ig_steps,
             quality_budget=o.explanation_budget,
+            batch_size=o.batch_size,
         ),
         ClassFairnessCheck(),
         GroupFairnessCheck(),
         ClusterFairnessCheck(o.clusters_per_class),
-        MembershipInferenceCheck(o.membership_budget),
+        MembershipInferenceCheck(o.membership_budget, batch_size=o.batch_size),
         SelectivePredictionCheck(),
     ]
     if o.epsilons:
-        checks.append(AdversarialCheck(o.epsilons, steps=o.pgd_steps, budget=o.adversarial_budget))
+        checks.append(AdversarialCheck(
+                o.epsilons, steps=o.pgd_steps, budget=o.adversarial_budget, batch_size=o.batch_size
+            ))
     checks.append(
         CertificationCheck(
             enabled=o.certify,
@@ -98,6 +101,7 @@ def evaluation_checks(options: CheckOptions | None = None) -> tuple[Check, ...]:
             n0=o.certify_n0,
             n=o.certify_n,
             budget=o.certify_budget,
+            batch_size=o.batch_size,
         )
     )
     return (*checks, *o.extra)

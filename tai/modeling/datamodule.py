@@ -1,41 +1,55 @@
-"""Lightning DataModule over a materialised data commit.
+"""Lightning DataModule over a materialised data commit, streamed from disk.
 
 The commit's folder follows the data model of DESIGN.md:
-``<root>/<dataset>/<split>/<label>/<file>``. Splits are loaded into memory as float
-tensors in [0, 1] (the default data sets are small; a streaming variant can replace
-``load_split`` without touching the rest). Class indices follow the sorted label names
-of the training split, so the same commit always gives the same mapping.
+``<root>/<dataset>/<split>/<label>/<file>``. Images are decoded when a batch needs them
+(in DataLoader workers with ``num_workers`` > 0), brought to one mode and size
+(:mod:`tai.data.images`) and augmented for training, so memory does not grow with the
+number of images. Class indices follow the sorted label names, so the same commit always
+gives the same mapping.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from tai.data.images import SplitTensors, load_split
+from tai.data.images import FolderImages, InputFormat, input_format, subset
 from tai.data.profile import scan_dataset
 
 SPLITS = ("train", "val", "test")
+AUGMENTATIONS = ("affine", "crop-flip", "none")
 
 
-class _AugmentedDataset(Dataset):
-    def __init__(self, data: SplitTensors, transform: v2.Transform | None) -> None:
-        self.data = data
-        self.transform = transform
+def augmentation(name: str, size: tuple[int, int]) -> Callable[[Tensor], Tensor] | None:
+    """The training augmentation ``name``:
 
-    def __len__(self) -> int:
-        return len(self.data)
+    - ``affine``: small rotations, shifts and zooms (digits, documents: a flip would
+      change their meaning);
+    - ``crop-flip``: a random resized crop (60-100% of the area) and a horizontal flip, the
+      usual augmentation of photos;
+    - ``none``.
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        x = self.data.images[i]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self.data.targets[i]
+    Raises:
+        ValueError: an unknown name.
+    """
+    if name == "affine":
+        return v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))
+    if name == "crop-flip":
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(list(size), scale=(0.6, 1.0), antialias=True),
+                v2.RandomHorizontalFlip(),
+            ]
+        )
+    if name == "none":
+        return None
+    raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {name!r}")
 
 
 class FolderDataModule(pl.LightningDataModule):
@@ -46,8 +60,15 @@ class FolderDataModule(pl.LightningDataModule):
         dataset: the dataset folder inside it.
         batch_size: images per batch.
         max_images_per_split: keep at most this many images per split (0 = all).
-        augment: small random affine jitter on training images.
+        image_size: bring every image to this size (an int for a square, or (H, W));
+            0: the most common size of the data.
+        augment: the training augmentation (:func:`augmentation`); True means ``affine``,
+            False ``none``.
+        num_workers: DataLoader worker processes that decode images (0: in the main one).
         seed: seeds subset selection and the training shuffle.
+
+    Raises:
+        ValueError: ``num_workers`` negative, an unknown ``augment``.
     """
 
     def __init__(
@@ -57,59 +78,79 @@ class FolderDataModule(pl.LightningDataModule):
         *,
         batch_size: int = 64,
         max_images_per_split: int = 0,
-        augment: bool = True,
+        image_size: int | tuple[int, int] = 0,
+        augment: str | bool = "affine",
+        num_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if num_workers < 0:
+            raise ValueError(
+                f"num_workers must be >= 0 (0: decode in the main process), got {num_workers}"
+            )
+        augment = {True: "affine", False: "none"}.get(augment, augment)  # type: ignore[arg-type]
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
         self.root = Path(root)
         self.dataset = dataset
         self.batch_size = batch_size
         self.max_images_per_split = max_images_per_split
+        self.image_size = image_size
         self.augment = augment
+        self.num_workers = num_workers
         self.seed = seed
         self.classes: list[str] = []
-        self.splits: dict[str, SplitTensors] = {}
+        self.fmt: InputFormat | None = None
+        self.splits: dict[str, FolderImages] = {}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         records = scan_dataset(self.root, self.dataset)
         self.classes = sorted({r.label for r in records})
+        self.fmt = input_format(self.root, records, image_size=self.image_size, seed=self.seed)
         for split in SPLITS:
-            self.splits[split] = load_split(
-                self.root,
-                [r for r in records if r.split == split],
-                self.classes,
-                max_images=self.max_images_per_split,
-                seed=self.seed,
+            chosen = subset(
+                [r for r in records if r.split == split], self.max_images_per_split, self.seed
             )
+            transform = augmentation(self.augment, self.fmt.size) if split == "train" else None
+            self.splits[split] = FolderImages(self.root, chosen, self.classes, self.fmt, transform)
+
+    def eval_split(self, split: str) -> FolderImages:
+        """A split without augmentation: what evaluation, calibration and monitoring read."""
+        return self.splits[split].without_transform()
 
     @property
     def in_channels(self) -> int:
-        return int(self.splits["train"].images.shape[1])
+        assert self.fmt is not None, "call setup() first"
+        return self.fmt.channels
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        assert self.fmt is not None, "call setup() first"
+        return self.fmt.size
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _loader(self, split: str, *, train: bool) -> DataLoader:
-        transform = None
-        if train and self.augment:
-            transform = v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))
+    def loader(self, dataset: FolderImages, *, shuffle: bool = False) -> DataLoader:
+        """Batches of ``dataset`` (decoded by the workers)."""
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            _AugmentedDataset(self.splits[split], transform),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=train,
-            generator=generator if train else None,
-            num_workers=0,
+            shuffle=shuffle,
+            generator=generator if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        return self.loader(self.splits["train"], shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self.loader(self.splits["val"])
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+        return self.loader(self.splits["test"])

@@ -1,4 +1,4 @@
-"""The LightningModule that trains any :class:`tai.modeling.models.Classifier`."""
+"""The LightningModule that trains any model of :func:`tai.modeling.models.build_model`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tai.modeling.models import Classifier, build_model
+from tai.modeling.models import TaiModel, build_model
 
 
 class ClassifierModule(pl.LightningModule):
@@ -17,12 +17,17 @@ class ClassifierModule(pl.LightningModule):
     of running the model a second time.
 
     Args:
-        model_name: a name from :data:`tai.modeling.models.MODEL_NAMES`.
+        model_name: ``TAI_MODEL`` (see :func:`tai.modeling.models.build_model`).
         in_channels: 1 for grayscale, 3 for RGB.
         num_classes: number of classes.
         classes: the class names, stored with the checkpoint for readable reports.
         learning_rate: peak learning rate.
         seed: seeds the weight initialisation.
+        image_size: ``(H, W)`` of the images the model takes.
+        pretrained: ``TAI_PRETRAINED``: torchvision weights or a state dict file.
+        freeze_backbone: train only the head.
+        unfreeze_after_epochs: with ``freeze_backbone``, train the whole model from this
+            epoch on (``None``: the backbone stays frozen).
     """
 
     def __init__(
@@ -33,13 +38,28 @@ class ClassifierModule(pl.LightningModule):
         classes: list[str] | None = None,
         learning_rate: float = 2e-3,
         seed: int = 0,
+        image_size: tuple[int, int] | None = None,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
+        unfreeze_after_epochs: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model: Classifier = build_model(
-            model_name, in_channels=in_channels, num_classes=num_classes, seed=seed
+        self.model: TaiModel = build_model(
+            model_name,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            image_size=image_size,
+            seed=seed,
+            pretrained=pretrained,
+            freeze_backbone=freeze_backbone,
         )
         self.classes = classes or [str(i) for i in range(num_classes)]
+
+    def on_train_epoch_start(self) -> None:
+        after = self.hparams.unfreeze_after_epochs
+        if self.model.backbone_frozen and after is not None and self.current_epoch >= after:
+            self.model.unfreeze_backbone()
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
@@ -57,8 +77,9 @@ class ClassifierModule(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         x, y = batch
         logits = self(x)
-        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True)
-        self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        # sync_dist: on several processes, the mean over all of them (one process: as is).
+        self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
+        self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
         return {"logits": logits.detach()}
 
     def configure_optimizers(self):

@@ -1,5 +1,6 @@
-"""The served pyfunc: calibrated answers, deferral below the threshold, guarded inputs,
-weights and model files checked before loading, and loading in a fresh process.
+"""The served pyfunc: calibrated answers, deferral below the threshold, guarded inputs of any
+size fitted to the model, any architecture rebuilt from its config (torchvision's, a user's
+factory), weights and model files checked before loading, and loading in a fresh process.
 
 The model used throughout answers the same for every image: its head's weights are zero and
 its bias is ``(2, 0, 0)``, so with temperature ``T = 2`` the calibrated probabilities are
@@ -35,7 +36,8 @@ from infra.pyfunc_model import (
     validate_images,
 )
 from infra.settings import load_settings
-from tai.modeling.models import build_model
+from tai.data.model_input import fit_images
+from tai.modeling.models import build_model, model_config
 from tai.modeling.temperature import TemperatureScaledModel
 
 CLASSES = ["cat", "dog", "eel"]
@@ -92,7 +94,7 @@ def test_decide_without_a_threshold_never_defers():
         (np.full((1, 1, 16, 16), np.nan, np.float32), "finite pixel values, but found NaN"),
         (np.full((1, 1, 16, 16), 255.0, np.float32), r"values in \[0, 1\], but got .*\[255, 255\]"),
         (np.full((1, 1, 16, 16), -0.5, np.float32), r"but got values in \[-0.5, -0.5\]"),
-        ([[0.5]], "float array of images .*but got list"),
+        ({"a": 1}, r"float array of images .* or a list of \(C, H, W\) arrays, but got dict"),
     ],
     ids=[
         "rank",
@@ -105,7 +107,7 @@ def test_decide_without_a_threshold_never_defers():
         "nan",
         "unscaled",
         "negative",
-        "list",
+        "dict",
     ],
 )
 def test_validate_images_refuses_bad_input(images, match):
@@ -119,6 +121,57 @@ def test_validate_images_accepts_a_torch_batch_in_range():
     out = validate_images(images, image_shape=SHAPE)
 
     assert out.dtype == np.float32 and out.shape == (2, *SHAPE)
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        np.zeros((2, 3, 40, 24), np.float64),
+        np.zeros((1, 1, 8, 8), np.float32),
+        [np.zeros((3, 20, 30), np.float32), torch.rand(1, 7, 5)],
+    ],
+    ids=["rgb-larger-float64", "smaller", "list-of-sizes"],
+)
+def test_without_an_image_shape_any_size_and_mode_is_accepted(images):
+    out = validate_images(images, max_pixels=1024, max_batch=4)
+
+    shapes = [a.shape for a in out] if isinstance(out, list) else [out.shape]
+    expected = [tuple(a.shape) for a in images] if isinstance(images, list) else [images.shape]
+    assert shapes == expected
+    assert all(a.dtype == np.float32 for a in (out if isinstance(out, list) else [out]))
+
+
+@pytest.mark.parametrize(
+    ("images", "match"),
+    [
+        (np.zeros((2, 4, 16, 16), np.float32), r"1 \(grayscale\) or 3 \(RGB\) channels first"),
+        (
+            np.zeros((2, 16, 16, 3), np.float32),
+            r"channels first, but got of shape \(2, 16, 16, 3\)",
+        ),
+        (np.zeros((2, 16, 16), np.float32), r"\(N, C, H, W\) with C = 1 or 3, but got 3 dim"),
+        ([np.zeros((3, 8, 8), np.float32), np.zeros((8, 8))], r"but image 1 is of shape \(8, 8\)"),
+        ([np.zeros((3, 8, 8), np.float32), [[0.5]]], "but image 1 is a list"),
+        ([np.zeros((1, 64, 64), np.float32)], "at most 1024 pixels, but got image 0 64x64 = 4096"),
+        ([np.full((1, 4, 4), 2.0, np.float32)], r"but got values in \[2, 2\] in image 0"),
+        ([], "1 to 4 images per request, but got 0"),
+        ([np.zeros((1, 4, 4), np.float32)] * 5, "1 to 4 images per request, but got 5"),
+    ],
+    ids=[
+        "rgba",
+        "channels-last",
+        "rank",
+        "list-rank",
+        "list-item",
+        "list-too-many-pixels",
+        "list-range",
+        "list-empty",
+        "list-batch",
+    ],
+)
+def test_without_an_image_shape_bad_input_is_still_refused(images, match):
+    with pytest.raises(InvalidImagesError, match=match):
+        validate_images(images, max_pixels=1024, max_batch=4)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +190,26 @@ def test_serving_config_refuses_bad_values(change, match):
     kwargs = {"classes": CLASSES, "image_shape": SHAPE, "weights_sha256": "0" * 64, **change}
     with pytest.raises(ValueError, match=match):
         serving_config(WEIGHTS_CONFIG, **kwargs)
+
+
+def test_serving_config_takes_the_size_from_the_weights_config():
+    config = serving_config(
+        {**WEIGHTS_CONFIG, "image_size": [16, 12], "model_api": 2, "factory": None},
+        classes=CLASSES,
+        weights_sha256="0" * 64,
+    )
+    assert config["image_shape"] == [1, 16, 12] and config["image_size"] == [16, 12]
+    assert config["model_api"] == 2 and config["factory"] is None
+
+    with pytest.raises(ValueError, match=r"differs from the model's image_size \[16, 12\]"):
+        serving_config(
+            {**WEIGHTS_CONFIG, "image_size": [16, 12]},
+            classes=CLASSES,
+            image_shape=(1, 16, 16),
+            weights_sha256="0" * 64,
+        )
+    with pytest.raises(ValueError, match="Expected `image_size` in `weights_config` or an"):
+        serving_config(WEIGHTS_CONFIG, classes=CLASSES, weights_sha256="0" * 64)
 
 
 def test_serving_config_needs_the_weights_config():
@@ -219,6 +292,115 @@ def test_bad_input_is_an_mlflow_invalid_parameter_error(tmp_path):
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+def test_the_classifier_answers_images_of_any_size_and_mode(tmp_path):
+    model = _loaded(_artifacts(tmp_path, None))
+    rng = np.random.default_rng(1)
+
+    for images in (
+        rng.random((2, 3, 40, 24), dtype=np.float32),  # RGB, larger, not square
+        rng.random((1, 1, 8, 8)),  # smaller, float64
+        [rng.random((1, 30, 30), dtype=np.float32), rng.random((3, 9, 17), dtype=np.float32)],
+    ):
+        answer = model.predict(None, images)
+
+        assert answer["label"].tolist() == ["cat"] * len(images)
+        np.testing.assert_allclose(
+            np.stack(answer["probabilities"]), [PROBS] * len(images), atol=1e-6
+        )
+
+
+def tiny_factory(*, num_classes, in_channels, image_size):
+    """A user's model, imported by the pyfunc from the path in its config."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, num_classes),
+    )
+
+
+def _registered(folder: Path, module: torch.nn.Module, temperature: float) -> dict[str, str]:
+    """The artifacts of a registered ``module`` (its config from ``model_config``)."""
+    scaled = TemperatureScaledModel(module, temperature)
+    torch.save(scaled.state_dict(), folder / "state_dict.pt")
+    serving = serving_config(
+        {**model_config(module), "temperature": temperature},
+        weights_sha256=sha256_hex((folder / "state_dict.pt").read_bytes()),
+        classes=CLASSES,
+    )
+    (folder / "config.json").write_text(json.dumps(serving))
+    return {"weights": str(folder / "state_dict.pt"), "config": str(folder / "config.json")}
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "size"),
+    [
+        ("resnet18", 3, (32, 32)),
+        ("mobilenet_v3_small", 1, (32, 40)),
+        (f"{__name__}:tiny_factory", 1, (12, 12)),
+    ],
+    ids=["torchvision", "torchvision-grayscale", "user-factory"],
+)
+def test_the_classifier_rebuilds_any_architecture_and_fits_the_images_to_it(
+    tmp_path, name, channels, size
+):
+    module = build_model(name, in_channels=channels, num_classes=3, image_size=size, seed=4)
+    module.train()(torch.rand(8, channels, *size))  # batch-norm statistics that are not 0, 1
+    module.eval()
+    model = _loaded(_registered(tmp_path, module, 1.5))
+    assert type(model.model.model) is type(module) and model.model.model.name == name
+    assert model.config["image_shape"] == [channels, *size]
+
+    rng = np.random.default_rng(2)
+    other = 4 - channels  # the other mode: RGB for a grayscale model, and back
+    batch = rng.random((2, other, 50, 70), dtype=np.float32)
+    listed = [
+        rng.random((other, 20, 90), dtype=np.float32),
+        rng.random((1, *size), dtype=np.float32),
+    ]
+
+    with torch.no_grad():
+        fitted = fit_images(torch.from_numpy(batch), in_channels=channels, image_size=size)
+        expected = (module(fitted) / 1.5).softmax(1)
+        fitted_list = torch.stack(
+            [fit_images(torch.from_numpy(a), in_channels=channels, image_size=size) for a in listed]
+        )
+        expected_list = (module(fitted_list) / 1.5).softmax(1)
+    for images, probs in ((batch, expected), (listed, expected_list)):
+        answer = model.predict(None, images)
+        np.testing.assert_allclose(np.stack(answer["probabilities"]), probs.numpy(), atol=1e-6)
+        assert answer["class_index"].tolist() == probs.argmax(1).tolist()
+
+
+def test_a_served_config_without_model_api_rebuilds_the_old_resnet18(tmp_path):
+    # Registered before torchvision architectures: "resnet18" was the CIFAR-stem ResNet.
+    module = build_model("resnet18_small", in_channels=1, num_classes=3, seed=0).eval()
+    torch.save(TemperatureScaledModel(module, 2.0).state_dict(), tmp_path / "state_dict.pt")
+    legacy = {"model": "resnet18", "in_channels": 1, "num_classes": 3, "temperature": 2.0}
+    serving = serving_config(
+        legacy,
+        weights_sha256=sha256_hex((tmp_path / "state_dict.pt").read_bytes()),
+        classes=CLASSES,
+        image_shape=SHAPE,
+    )
+    (tmp_path / "config.json").write_text(json.dumps(serving))
+    artifacts = {
+        "weights": str(tmp_path / "state_dict.pt"),
+        "config": str(tmp_path / "config.json"),
+    }
+
+    model = _loaded(artifacts)
+
+    images = _images(2)
+    with torch.no_grad():
+        expected = (module(torch.from_numpy(images)) / 2.0).softmax(1).numpy()
+    np.testing.assert_allclose(
+        np.stack(model.predict(None, images)["probabilities"]), expected, atol=1e-6
+    )
+
+
 # --- logged, registered, loaded --------------------------------------------------------
 
 
@@ -266,6 +448,13 @@ def test_load_pyfunc_checks_the_digests_then_defers_to_a_human(champion):
 
     assert answer["decision"].tolist() == ["defer_to_human"] * 2
     np.testing.assert_allclose(answer["confidence"], CONFIDENCE, atol=1e-6)
+    # Any size and mode, and a list of sizes: MLflow passes them through (no input schema).
+    rng = np.random.default_rng(3)
+    for images in (
+        rng.random((2, 3, 40, 24), dtype=np.float32),
+        [rng.random((1, 9, 9), dtype=np.float32), rng.random((3, 30, 20), dtype=np.float32)],
+    ):
+        assert model.predict(images)["decision"].tolist() == ["defer_to_human"] * 2
     with pytest.raises(MlflowException, match="finite pixel values"):
         model.predict(np.full((1, *SHAPE), np.nan, np.float32))
 
@@ -393,6 +582,8 @@ def test_mlflow_models_serve_answers_defer_to_human_over_http(champion, tmp_path
                 time.sleep(1)
 
         ok = httpx.post(f"{url}/invocations", json={"inputs": _images(2).tolist()}, timeout=60)
+        rgb = np.random.default_rng(4).random((2, 3, 40, 24))  # another size and mode
+        resized = httpx.post(f"{url}/invocations", json={"inputs": rgb.tolist()}, timeout=60)
         bad = httpx.post(
             f"{url}/invocations", json={"inputs": (_images(1) * 255).tolist()}, timeout=60
         )
@@ -403,6 +594,8 @@ def test_mlflow_models_serve_answers_defer_to_human_over_http(champion, tmp_path
     predictions = ok.json()["predictions"]
     assert [p["decision"] for p in predictions] == ["defer_to_human"] * 2
     assert [p["label"] for p in predictions] == ["cat"] * 2
+    assert resized.status_code == 200, resized.text
+    assert [p["decision"] for p in resized.json()["predictions"]] == ["defer_to_human"] * 2
     assert bad.status_code == 400 and "pixel values in [0, 1]" in bad.text
 
 

@@ -24,9 +24,42 @@ def test_environment_overrides_the_settings_file(tmp_path, monkeypatch):
 
 def test_a_wrong_value_names_the_variable_and_the_value(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TAI_MODEL", "vgg")
-    message = r"TAI_MODEL: .*'small_cnn' or 'resnet18'.*\(got 'vgg'\)"
+    monkeypatch.setenv("TAI_AUGMENT", "flip")
+    message = r"TAI_AUGMENT: .*'affine', 'crop-flip' or 'none'.*\(got 'flip'\)"
     with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_an_unknown_model_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from flows.preflight import check_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAI_MODEL", "vgg")
+    with pytest.raises(SettingsError, match=r"^TAI_MODEL: unknown model 'vgg'; choose one of"):
+        check_model(load_settings())
+
+
+def test_pretrained_weights_missing_from_the_cache_name_the_file_to_fetch(tmp_path, monkeypatch):
+    from flows.preflight import check_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("TAI_MODEL", "resnet18")
+    monkeypatch.setenv("TAI_PRETRAINED", "DEFAULT")
+    message = r"^TAI_PRETRAINED: .*missing file .*resnet18-f37072fd\.pth.*Nothing is downloaded"
+    with pytest.raises(SettingsError, match=message):
+        check_model(load_settings())
+
+
+def test_unfreezing_needs_a_frozen_backbone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TAI_UNFREEZE_AFTER_EPOCHS", "1")
+    with pytest.raises(SettingsError, match=r"^invalid settings: TAI_UNFREEZE_AFTER_EPOCHS needs"):
+        load_settings()
+    monkeypatch.setenv("TAI_FREEZE_BACKBONE", "true")
+    assert load_settings().unfreeze_after_epochs == 1
+    monkeypatch.setenv("TAI_STRATEGY", "ddp")
+    with pytest.raises(SettingsError, match=r"does not work with TAI_STRATEGY=ddp"):
         load_settings()
 
 

@@ -37,8 +37,9 @@ class MembershipInferenceCheck(Check):
     principle = Principle.PRIVACY
     title = "Membership inference"
 
-    def __init__(self, budget: int = 1000) -> None:
+    def __init__(self, budget: int = 1000, *, batch_size: int = 256) -> None:
         self.budget = budget
+        self.batch_size = batch_size  # images per forward pass
 
     def metric_specs(self) -> tuple[MetricSpec, ...]:
         return (
@@ -60,8 +61,8 @@ class MembershipInferenceCheck(Check):
         members = ctx.members.load(inside)
         outside = ctx.sample(self.budget, generator)
         result = membership_inference(
-            per_sample_loss(ctx.model, members, ctx.members.targets[inside]),
-            per_sample_loss(ctx.model, ctx.images(outside), ctx.targets[outside]),
+            per_sample_loss(ctx.model, members, ctx.members.targets[inside], self.batch_size),
+            per_sample_loss(ctx.model, ctx.images(outside), ctx.targets[outside], self.batch_size),
             seed=int(torch.randint(2**31 - 1, (1,), generator=generator)),
             confidence=ctx.confidence,
         )

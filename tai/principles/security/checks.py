@@ -29,13 +29,19 @@ class AdversarialCheck(Check):
     title = "Adversarial robustness"
 
     def __init__(
-        self, epsilons: Sequence[float] = (0.05, 0.1), *, steps: int = 10, budget: int = 256
+        self,
+        epsilons: Sequence[float] = (0.05, 0.1),
+        *,
+        steps: int = 10,
+        budget: int = 256,
+        batch_size: int = 64,
     ):
         if not epsilons:
             raise ValueError("AdversarialCheck needs at least one epsilon; leave it out instead")
         self.epsilons = tuple(epsilons)
         self.steps = steps
         self.budget = budget
+        self.batch_size = batch_size  # images attacked at once (gradients: training-like memory)
 
     def metric_specs(self) -> tuple[MetricSpec, ...]:
         specs = []
@@ -68,6 +74,7 @@ class AdversarialCheck(Check):
                 attack=attack,
                 steps=self.steps,
                 seed=seed,
+                batch_size=self.batch_size,
             )
             for attack in ATTACKS
         ]
@@ -106,9 +113,11 @@ class CertificationCheck(Check):
         n0: int = 100,
         n: int = 1000,
         budget: int = 64,
+        batch_size: int = 64,
     ) -> None:
         self.enabled = enabled
         self.sigma, self.n0, self.n, self.budget = sigma, n0, n, budget
+        self.batch_size = batch_size  # noisy copies per forward pass
 
     def metric_specs(self) -> tuple[MetricSpec, ...]:
         return (
@@ -138,6 +147,7 @@ class CertificationCheck(Check):
             n0=self.n0,
             n=self.n,
             seed=_seed(generator),
+            batch_size=self.batch_size,
         )
         section = {
             "certification": {

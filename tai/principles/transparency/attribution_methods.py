@@ -88,7 +88,7 @@ def attribute(
         occlusion_window: side (or ``(height, width)``) of the occluding window; default
             ``max(1, round(min(H, W) / 7))`` (4 pixels on 28x28 images), stride half the
             window. Ignored by the other methods.
-        batch_size: most images per pass (for IG: examples x steps).
+        batch_size: most images per pass (for IG: interpolated images, examples x steps).
 
     Returns:
         :class:`AttributionMaps`.
@@ -112,8 +112,10 @@ def attribute(
     _check_positive("n_steps", n_steps)
     _check_positive("batch_size", batch_size)
     if method == "integrated_gradients":
+        # At most `batch_size` interpolated images per pass (not examples x steps): with
+        # examples x steps, max-sensitivity's 4 x 16 perturbed 64x64 RGB images took 3.5 GB.
         result = integrated_gradients(
-            model, inputs, target, n_steps=n_steps, internal_batch_size=batch_size * n_steps
+            model, inputs, target, n_steps=n_steps, internal_batch_size=batch_size
         )
         return AttributionMaps(method, result.maps, result.convergence_delta)
     layer_name, layer, window = None, None, (1, 1)
