@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench clean integration
 
 # The environment (about 7 GB: torch and torchvision come from this machine's disk).
 $(STAMP): pyproject.toml
@@ -28,6 +28,13 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check flows tai callbacks infra tests benchmarks
+
+# The production stack on this machine (PostgreSQL, MLflow and Prefect servers, the work
+# pool's worker, `tai webhook`; see infra/stack/), the end-to-end and fault tests on it,
+# and the stack stopped again, also when a test fails.
+integration: install
+	$(BIN)/python -m infra.stack run --env-file tests/integration/stack.env -- \
+		$(BIN)/python -m pytest tests/integration -p no:cacheprovider
 
 bench: install
 	$(BIN)/python benchmarks/callback_overhead.py

@@ -37,8 +37,63 @@ def check_inputs(settings: Settings, ref: str) -> tuple[RunInputs, DataVersion]:
             model is unknown, its factory does not import, or its pretrained weights are
             not on this machine.
         DataStoreError: the branch or commit does not exist.
+        ServerUnreachable: the MLflow tracking server or the Prefect API does not answer.
     """
+    check_servers(settings)
     return load_run_inputs(settings), make_data_store(settings).version(ref)
+
+
+class ServerUnreachable(SettingsError):
+    """A server the run needs does not answer its health check."""
+
+
+SERVER_TIMEOUT_S = 5.0
+
+
+def check_servers(settings: Settings, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """GET the health endpoint of the MLflow tracking server (when the tracking URI is
+    http(s)) and of the Prefect API (when ``PREFECT_API_URL`` is set), so a run whose
+    servers are down stops in one line before anything trains, instead of a traceback
+    after the clients' retries (RELIABILITY.md, BUG-7).
+
+    Raises:
+        ServerUnreachable: naming the server, its URL, why, and how to start it.
+    """
+    import os
+    import urllib.error
+    import urllib.request
+
+    servers = []
+    if settings.tracking_uri.startswith(("http://", "https://")):
+        servers.append(
+            (
+                "MLflow tracking server",
+                settings.tracking_uri.rstrip("/") + "/health",
+                "start it (`mlflow server ...`, or `python -m infra.stack up`) or point "
+                "TAI_MLFLOW_TRACKING_URI at a running one",
+            )
+        )
+    prefect_api = os.environ.get("PREFECT_API_URL", "")
+    if prefect_api:
+        servers.append(
+            (
+                "Prefect API",
+                prefect_api.rstrip("/") + "/health",
+                "start it (`prefect server start`, or `python -m infra.stack up`) or unset "
+                "PREFECT_API_URL to run on a temporary local server",
+            )
+        )
+    for name, url, remedy in servers:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310
+                if response.status == 200:
+                    continue
+                why = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            why = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            why = str(getattr(exc, "reason", exc))
+        raise ServerUnreachable(f"the {name} at {url} does not answer ({why}); {remedy}")
 
 
 def load_run_inputs(settings: Settings) -> RunInputs:

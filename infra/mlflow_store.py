@@ -329,8 +329,11 @@ class MlflowStore:
             self.client.create_registered_model(
                 self.model_name, description="Image classifier gated by TAI-MLOps"
             )
+        # A logged model's URI is `models:/<model id>`; a tracking server wants its id too.
+        rest = model_uri.removeprefix("models:/")
+        model_id = rest if rest != model_uri and "/" not in rest else None
         mv = self.client.create_model_version(
-            self.model_name, source=model_uri, run_id=run_id, tags=dict(tags)
+            self.model_name, source=model_uri, run_id=run_id, tags=dict(tags), model_id=model_id
         )
         return str(mv.version)
 
@@ -350,8 +353,12 @@ class MlflowStore:
 
         try:
             mv = self.client.get_model_version_by_alias(self.model_name, CHAMPION)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # No such model or alias: no champion. Anything else (an unreachable or failing
+            # server) is no answer, and must not be taken for "no champion".
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
         return self._info(mv)
 
     def log_weights(self, run_id: str, state_dict: Mapping[str, Any], config: Mapping) -> str:

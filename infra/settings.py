@@ -219,8 +219,12 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.workspace_dir / 'mlflow.db'}"
 
     @property
-    def artifact_root(self) -> str:
-        return self.mlflow_artifact_root or (self.workspace_dir / "mlartifacts").as_uri()
+    def artifact_root(self) -> str | None:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None  # the tracking server's own artifact store
+        return (self.workspace_dir / "mlartifacts").as_uri()
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -40,6 +40,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import tempfile
 import threading
 import time
 import traceback
@@ -98,10 +100,21 @@ _UNAUTHENTICATED = {"healthCheck", "getSetupState"}
 
 
 def find_spec() -> Path | None:
-    """``$TAI_LAKEFS_SPEC``, else ``shared/lakefs/swagger.yml`` in or beside the checkout."""
+    """The lakeFS OpenAPI spec the double is checked against.
+
+    ``$TAI_LAKEFS_SPEC`` when set; else lakeFS's own ``swagger.yml`` in ``shared/lakefs/``
+    in or beside the checkout; else the description of the double's routes built from the
+    ``lakefs-sdk`` package (:func:`sdk_spec`), which the ``lakefs`` dependency installs, so
+    a clean clone checks the double too. None only if none of them exists.
+    """
     explicit = os.environ.get(SPEC_ENV)
     if explicit:
         return Path(explicit) if Path(explicit).is_file() else None
+    return shared_spec() or sdk_spec()
+
+
+def shared_spec() -> Path | None:
+    """``shared/lakefs/swagger.yml`` in or beside the checkout, if it is there."""
     root = Path(__file__).resolve().parents[2]
     for candidate in (root / "shared", root.parent / "shared"):
         path = candidate / "lakefs" / "swagger.yml"
@@ -951,3 +964,310 @@ def _describe(exc: BaseException) -> str:
         parts.append(text)
         current = current.__cause__ or current.__context__
     return " <- ".join(parts)
+
+
+# -- the spec from lakefs-sdk ----------------------------------------------------------------
+# lakeFS's Python client (package lakefs-sdk, which the `lakefs` dependency installs) is
+# generated from the same swagger.yml: each operation's `<operation>_with_http_info` names
+# its path, method, query, header and form parameters, request and response content types,
+# authentication and the model of each response, and each model is a pydantic (v1) class
+# whose schema, with the patterns and enums its validators check, is the spec's schema.
+# The client leaves out the `default: ServerError` answer that swagger.yml gives all but a
+# few configuration operations; it is put back on every operation whose answers the client
+# reads. Response headers are not described (the client does not know them), nor the
+# statuses of the five operations whose answer the client never reads (healthCheck, the
+# three deletes, headObject): any status passes there, without a body check.
+
+
+def sdk_spec() -> Path | None:
+    """An OpenAPI 3.0 document of the double's routes built from ``lakefs-sdk``, written once
+    to the temporary folder; None if the SDK is not installed."""
+    try:
+        document = sdk_openapi()
+    except ImportError:
+        return None
+    text = json.dumps(document, sort_keys=True, indent=1)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"tai-lakefs-sdk-openapi-{digest}.json"
+    if not path.is_file():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path
+
+
+@functools.cache
+def sdk_openapi() -> dict[str, Any]:
+    """The OpenAPI document (a dict) of every operation in :data:`ROUTES`, from lakefs-sdk.
+
+    Raises:
+        ImportError: lakefs-sdk is not installed.
+        ValueError: the SDK places an operation at another path or method than the double.
+    """
+    import lakefs_sdk
+
+    schemas: dict[str, Any] = {}
+    paths: dict[str, dict[str, Any]] = {}
+    for (route, method), operation_id in ROUTES.items():
+        op = _sdk_operation(operation_id)
+        expected = route.replace("<", "{").replace(">", "}")
+        if (op["path"], op["method"]) != (expected, method):
+            raise ValueError(
+                f"lakefs-sdk {lakefs_sdk.__version__} has {operation_id} at {op['method']} "
+                f"{op['path']}, the double serves it at {method} {expected}"
+            )
+        paths.setdefault(expected, {})[method.lower()] = _sdk_operation_object(
+            operation_id, op, schemas
+        )
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "lakeFS API (from lakefs-sdk)", "version": lakefs_sdk.__version__},
+        "servers": [{"url": API_PREFIX}],
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": _sdk_security_schemes()},
+    }
+
+
+def _sdk_operation(operation_id: str) -> dict[str, Any]:
+    """What the SDK's ``<operation>_with_http_info`` sends and expects, read from its code."""
+    import ast
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+    import textwrap
+    import typing
+
+    import lakefs_sdk.api
+
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", operation_id).lower()
+    name = {"get_lake_f_s_version": "get_lake_fs_version"}.get(name, name)
+    for info in pkgutil.iter_modules(lakefs_sdk.api.__path__):
+        module = importlib.import_module(f"lakefs_sdk.api.{info.name}")
+        for cls in vars(module).values():
+            function = getattr(cls, f"{name}_with_http_info", None)
+            if isinstance(cls, type) and function is not None:
+                break
+        else:
+            continue
+        break
+    else:
+        raise ValueError(f"lakefs-sdk has no operation {operation_id} ({name})")
+    raw = getattr(function, "raw_function", function)
+    tree = ast.parse(textwrap.dedent(inspect.getsource(raw)))
+    op: dict[str, Any] = {
+        "query": [],
+        "header": [],
+        "path_params": {},
+        "files": [],
+        "form": [],
+        "body": None,
+        "content_types": [],
+        "accept": [],
+        "auth": [],
+        "responses": {},
+        "hints": typing.get_type_hints(raw, include_extras=True),
+        "signature": inspect.signature(raw),
+    }
+
+    def param(node: ast.AST) -> str | None:  # `_params['x']` -> "x"
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name):
+            if node.value.id == "_params" and isinstance(node.slice, ast.Constant):
+                return node.slice.value
+        return None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            attr, args = node.func.attr, node.args
+            if attr == "call_api":
+                op["path"], op["method"] = args[0].value, args[1].value
+            elif attr == "append" and isinstance(node.func.value, ast.Name) and args:
+                # ('name', _params['x']), or a conversion of it: ('since', _params[..].strftime(..))
+                wire = args[0].elts[0].value
+                py = next(filter(None, map(param, ast.walk(args[0].elts[1]))))
+                pairs = op["query" if node.func.value.id == "_query_params" else "form"]
+                if (wire, py) not in pairs:
+                    pairs.append((wire, py))
+            elif attr in ("select_header_content_type", "select_header_accept"):
+                key = "content_types" if attr == "select_header_content_type" else "accept"
+                op[key] = [e.value for e in args[0].elts]
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+            if isinstance(target, ast.Name) and target.id == "_auth_settings":
+                op["auth"] = [e.value for e in value.elts]
+            elif isinstance(target, ast.Name) and target.id == "_response_types_map":
+                op["responses"] = ast.literal_eval(value)
+            elif isinstance(target, ast.Name) and target.id == "_body_params" and param(value):
+                op["body"] = param(value)
+            elif isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+                holder, key = target.value.id, target.slice
+                if holder == "_header_params" and param(value):
+                    op["header"].append((key.value, param(value)))
+                elif holder == "_path_params" and param(value):
+                    op["path_params"][key.value] = param(value)
+                elif holder == "_files":
+                    op["files"].append(key.value)
+    return op
+
+
+def _sdk_operation_object(operation_id: str, op: dict[str, Any], schemas: dict) -> dict:
+    signature = op["signature"]
+    parameters = []
+    for location, pairs in (("query", op["query"]), ("header", op["header"])):
+        for wire, py in pairs:
+            parameters.append(
+                {
+                    "name": wire,
+                    "in": location,
+                    "required": signature.parameters[py].default is signature.empty,
+                    "schema": _sdk_param_schema(op["hints"][py], schemas),
+                }
+            )
+    for name in re.findall(r"\{(\w+)\}", op["path"]):
+        py = op["path_params"].get(name, name)
+        parameters.append(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": _sdk_param_schema(op["hints"][py], schemas),
+            }
+        )
+    result: dict[str, Any] = {
+        "operationId": operation_id,
+        "parameters": parameters,
+        "security": [{name: []} for name in op["auth"] if name in _sdk_security_schemes()],
+        "responses": {},
+    }
+    binary = {"type": "string", "format": "binary"}
+    if op["body"] is not None:
+        schema = _sdk_param_schema(op["hints"][op["body"]], schemas)
+        result["requestBody"] = {
+            "required": signature.parameters[op["body"]].default is signature.empty,
+            "content": {t: {"schema": schema} for t in op["content_types"]},
+        }
+    elif op["files"] or op["form"]:
+        content: dict[str, Any] = {}
+        for media_type in op["content_types"]:
+            if media_type == "multipart/form-data":
+                properties = {f: binary for f in op["files"]}
+                properties |= {w: _sdk_param_schema(op["hints"][p], schemas) for w, p in op["form"]}
+                content[media_type] = {"schema": {"type": "object", "properties": properties}}
+            else:
+                content[media_type] = {"schema": binary}
+        result["requestBody"] = {"content": content}
+    if not op["responses"]:  # the client reads no body, whatever the status
+        result["responses"]["default"] = {"description": "no body (the SDK knows no more)"}
+    else:  # swagger.yml's `default: ServerError`, which the generated client leaves out
+        _sdk_add_model("Error", schemas)
+        result["responses"]["default"] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    for status, type_name in op["responses"].items():
+        response: dict[str, Any] = {"description": type_name or "no body"}
+        if type_name is not None:
+            schema = _sdk_type_schema(type_name, schemas)
+            # Bytes and plain strings come as the first non-JSON type the client accepts
+            # (getObject: application/octet-stream; createBranch: text/html); models as JSON.
+            other = [t for t in op["accept"] if "json" not in t]
+            media = other[:1] if type_name in ("bytearray", "str") and other else []
+            media = media or (["application/octet-stream"] if schema == binary else [])
+            media = media or ["application/json"]
+            response["content"] = {media[0]: {"schema": schema}}
+        result["responses"][status] = response
+    return result
+
+
+def _sdk_param_schema(annotation: Any, schemas: dict) -> dict[str, Any]:
+    """The schema pydantic (v1) gives a parameter of this annotation."""
+    from pydantic.v1 import create_model
+
+    model = create_model("Parameter", value=(annotation, None))
+    schema = model.schema(ref_template="#/components/schemas/{model}")
+    for name in schema.get("definitions", {}):
+        _sdk_add_model(name, schemas)
+    return _untitled(schema["properties"]["value"])
+
+
+def _sdk_type_schema(type_: Any, schemas: dict) -> dict[str, Any]:
+    """The schema of a response type name of the SDK (``"Repository"``, ``"List[Diff]"``,
+    ``"bytearray"``) or of a body's model class."""
+    import re
+
+    if isinstance(type_, type):
+        type_ = type_.__name__
+    simple = {
+        "bytearray": {"type": "string", "format": "binary"},
+        "str": {"type": "string"},
+        "int": {"type": "integer"},
+        "bool": {"type": "boolean"},
+        "float": {"type": "number"},
+        "object": {},
+    }
+    if type_ in simple:
+        return dict(simple[type_])
+    if match := re.fullmatch(r"List\[(.+)\]", type_):
+        return {"type": "array", "items": _sdk_type_schema(match[1], schemas)}
+    if match := re.fullmatch(r"Dict\[str, (.+)\]", type_):
+        return {"type": "object", "additionalProperties": _sdk_type_schema(match[1], schemas)}
+    _sdk_add_model(type_, schemas)
+    return {"$ref": f"#/components/schemas/{type_}"}
+
+
+def _sdk_add_model(name: str, schemas: dict) -> None:
+    """Add model ``name`` of ``lakefs_sdk.models`` (and the models it holds) to ``schemas``,
+    with the patterns and enums its validators check."""
+    import lakefs_sdk.models
+
+    if name in schemas:
+        return
+    cls = getattr(lakefs_sdk.models, name)
+    schema = cls.schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    schemas[name] = schema  # before the nested ones: models may refer to each other
+    for nested in schema.pop("definitions", {}):
+        _sdk_add_model(nested, schemas)
+    for field_name, validators in getattr(cls, "__validators__", {}).items():
+        prop = schema["properties"][cls.__fields__[field_name].alias]
+        target = prop["items"] if prop.get("type") == "array" else prop
+        for validator in validators:
+            consts = validator.func.__code__.co_consts
+            if "enum" in str(consts[0]):
+                target["enum"] = list(next(c for c in consts if isinstance(c, tuple)))
+            elif "regular expression" in str(consts[0]):
+                target["pattern"] = next(
+                    c for c in consts[1:] if isinstance(c, str) and c.startswith("^")
+                )
+    schemas[name] = _untitled(schema)
+
+
+def _untitled(schema: Any) -> Any:
+    """``schema`` without pydantic's ``title`` keys."""
+    if isinstance(schema, dict):
+        return {k: _untitled(v) for k, v in schema.items() if k != "title"}
+    if isinstance(schema, list):
+        return [_untitled(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def _sdk_security_schemes() -> dict[str, dict[str, str]]:
+    """The SDK's authentication settings as OpenAPI security schemes."""
+    from lakefs_sdk.configuration import Configuration
+
+    config = Configuration(
+        host="http://unused",
+        username="u",
+        password="p",
+        access_token="t",
+        api_key={k: "v" for k in ("cookie_auth", "oidc_auth", "saml_auth")},
+    )
+    out = {}
+    for name, setting in config.auth_settings().items():
+        if setting["type"] == "basic":
+            out[name] = {"type": "http", "scheme": "basic"}
+        elif setting["type"] == "bearer":
+            out[name] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        else:
+            out[name] = {"type": "apiKey", "in": setting["in"], "name": setting["key"]}
+    return out

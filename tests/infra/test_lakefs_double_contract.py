@@ -2,8 +2,13 @@
 
 The scenario drives every route of the double through the real ``lakefs`` SDK (high-level
 objects and, for the few calls they do not wrap, the generated ``lakefs_sdk`` client),
-then checks that no request or response violated ``shared/lakefs/swagger.yml``. The
-other tests send requests by hand to show that violations are refused and recorded.
+then checks that no request or response violated the spec. The other tests send requests
+by hand, or break the double on purpose, to show that violations are refused and recorded.
+
+Every test runs against both descriptions of the API: lakeFS's own
+``shared/lakefs/swagger.yml`` (when it is there) and the one built from the ``lakefs-sdk``
+package (always there: the ``lakefs`` dependency installs it), so a clean clone checks
+the double too.
 """
 
 from __future__ import annotations
@@ -16,14 +21,28 @@ import time
 import pytest
 import urllib3
 
-from tests.infra.lakefs_double import ROUTES, LakeFSDouble, find_spec
+from tests.infra.lakefs_double import (
+    ROUTES,
+    LakeFSDouble,
+    find_spec,
+    sdk_openapi,
+    sdk_spec,
+    shared_spec,
+)
 
-pytestmark = pytest.mark.skipif(find_spec() is None, reason="lakeFS spec (shared/) not found")
+# The sources here: a clean clone has only the SDK's, so nothing skips for want of a spec.
+SOURCES = {name: path for name, path in (("sdk", sdk_spec()), ("shared", shared_spec())) if path}
+
+
+@pytest.fixture(params=sorted(SOURCES))
+def spec(request):
+    """The spec file of one source."""
+    return SOURCES[request.param]
 
 
 @pytest.fixture
-def double():
-    with LakeFSDouble(max_lifetime_s=120) as lakefs:
+def double(spec):
+    with LakeFSDouble(max_lifetime_s=120, spec=spec) as lakefs:
         yield lakefs
 
 
@@ -126,14 +145,14 @@ def test_a_path_outside_the_served_api_is_a_violation(double):
     ]
 
 
-def test_a_response_that_violates_the_spec_is_replaced_by_500_and_recorded():
+def test_a_response_that_violates_the_spec_is_replaced_by_500_and_recorded(spec):
     class Broken(LakeFSDouble):
         def _getRepository(self, request, repository):
             reply = super()._getRepository(request, repository)
             del reply.json["creation_date"]
             return reply
 
-    with Broken(max_lifetime_s=60) as double:
+    with Broken(max_lifetime_s=60, spec=spec) as double:
         _call(
             double, "POST", "/repositories", json={"name": "data", "storage_namespace": "mem://d"}
         )
@@ -219,8 +238,8 @@ def test_merge_conflict_answer_fits_both_the_deprecated_and_the_error_schema(dou
     assert double.violations == []
 
 
-def test_the_double_stops_itself_after_its_lifetime():
-    double = LakeFSDouble(max_lifetime_s=0.2).start()
+def test_the_double_stops_itself_after_its_lifetime(spec):
+    double = LakeFSDouble(max_lifetime_s=0.2, spec=spec).start()
     endpoint = double.endpoint
     time.sleep(0.6)
 
@@ -228,3 +247,62 @@ def test_the_double_stops_itself_after_its_lifetime():
         urllib3.request("GET", f"{endpoint}/api/v1/healthcheck", retries=False, timeout=2)
     with pytest.raises(RuntimeError, match="the lakeFS double is not running; call start"):
         double.endpoint  # noqa: B018
+
+
+def test_a_response_field_out_of_its_enum_is_a_violation(spec):
+    """A diff entry of a type lakeFS does not have (the SDK's models check it in a validator,
+    which the spec built from them turns into an enum)."""
+
+    class Broken(LakeFSDouble):
+        def _diffRefs(self, request, repository, leftRef, rightRef):  # noqa: N803
+            reply = super()._diffRefs(request, repository, leftRef, rightRef)
+            for entry in reply.json["results"]:
+                entry["type"] = "moved"
+            return reply
+
+    with Broken(max_lifetime_s=60, spec=spec) as double:
+        _call(
+            double, "POST", "/repositories", json={"name": "data", "storage_namespace": "mem://d"}
+        )
+        _call(double, "POST", "/repositories/data/branches", json={"name": "b", "source": "main"})
+        _call(
+            double,
+            "POST",
+            "/repositories/data/branches/b/objects?path=f",
+            body=b"x",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        _call(double, "POST", "/repositories/data/branches/b/commits", json={"message": "m"})
+        response = _call(double, "GET", "/repositories/data/refs/main/diff/b")
+
+    assert response.status == 500
+    assert len(double.violations) == 1
+    assert "'moved' is not one of" in double.violations[0]
+
+
+def test_the_spec_is_found_without_shared(monkeypatch):
+    """In a clean clone (no shared/ beside it) the double is checked against the SDK's."""
+    import tests.infra.lakefs_double as module
+
+    monkeypatch.setattr(module, "shared_spec", lambda: None)
+
+    assert module.find_spec() == sdk_spec()
+
+
+def test_the_sdk_spec_describes_every_route_of_the_double_where_the_double_serves_it():
+    document = sdk_openapi()
+
+    served = {
+        (path, method.upper()): op["operationId"]
+        for path, methods in document["paths"].items()
+        for method, op in methods.items()
+    }
+    expected = {
+        (path.replace("<", "{").replace(">", "}"), method): op
+        for (path, method), op in ROUTES.items()
+    }
+    assert served == expected
+    repository = document["components"]["schemas"]["RepositoryCreation"]
+    assert repository["required"] == ["name", "storage_namespace"]
+    assert repository["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9-]{2,62}$"
+    assert find_spec() is not None
