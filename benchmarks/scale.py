@@ -9,7 +9,8 @@ PNGs, split 70/15/15, is written to a temporary folder (``--mixed``: each image 
 random size between 0.6x and 1.4x ``--size`` on each side, so the pipeline must resize
 and crop). It is committed to a new embedded workspace and `tai run` trains on it once
 (``TAI_MAX_EPOCHS``, default 1). Peak memory is the largest sum, over the `tai run`
-process and its children (DataLoader workers), of their resident set sizes, sampled
+process and its children (DataLoader workers, Prefect's temporary server), of their
+proportional set sizes (PSS: shared pages split between the processes), sampled
 every 0.2 s; the stage times are the run's own "<stage> done in N s" lines. Nothing is
 downloaded; one row per call, printed as a Markdown table row.
 """
@@ -92,7 +93,12 @@ def peak_tree_rss(proc: subprocess.Popen) -> tuple[int, float, dict[str, int]]:
             sys.exit(f"tai run took more than {MAX_RUN_S} s; stopped")
         try:
             tree = [parent, *parent.children(recursive=True)]
-            rss = {f"{p.pid} {' '.join(p.cmdline()[:4])[:90]}": p.memory_info().rss for p in tree}
+            # PSS, not RSS: forked DataLoader workers share the parent's pages, and
+            # summing their RSS would count those pages once per worker.
+            rss = {
+                f"{p.pid} {' '.join(p.cmdline()[:4])[:90]}": p.memory_full_info().pss
+                for p in tree
+            }
             peak = max(peak, sum(rss.values()))
             for name, value in rss.items():
                 each[name] = max(each.get(name, 0), value)
@@ -110,6 +116,7 @@ def main() -> None:
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="TAI_NUM_WORKERS")
+    parser.add_argument("--budget", type=int, help="TAI_BUDGET (default: the setting's)")
     parser.add_argument("--keep", type=Path, help="keep the workspace here")
     args = parser.parse_args()
     tai = shutil.which("tai", path=str(Path(sys.executable).parent))
@@ -130,6 +137,8 @@ def main() -> None:
             TAI_IMAGE_SIZE=str(args.size),
             TAI_AUGMENT="crop-flip",
         )
+        if args.budget is not None:
+            env["TAI_BUDGET"] = str(args.budget)
 
         def tai_cmd(*argv: str) -> None:
             done = subprocess.run([tai, *argv], cwd=work, env=env, capture_output=True, text=True)
@@ -151,9 +160,10 @@ def main() -> None:
             (work / "run.log").write_text(text)
         if proc.returncode != 0:
             sys.exit(f"tai run failed ({proc.returncode}):\n{text[-3000:]}")
-    stages = dict(re.findall(r"^(\S+) done in ([\d.]+) s$", text, re.M))
+    stages = dict(re.findall(r"^([a-z][a-z ]*?) done in ([\d.]+) s$", text, re.M))
     label = f"{args.images:,} RGB {args.size}x{args.size}"
     label += " (mixed sizes)" if args.mixed else ""
+    label += f", TAI_BUDGET={args.budget}" if args.budget is not None else ""
     for name, value in sorted(each.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  peak {value / 2**30:.2f} GB  {name}")
     print(f"load: {os.getloadavg()[0]:.1f}; generate {generated:.0f} s; commit {committed:.0f} s")
