@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import io
 import pickle
+import re
 import string
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -155,10 +156,12 @@ def load_verified_state_dict(
     try:
         state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:  # torch's "Weights only load failed ..."
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # Name what the pickle would have called, not torch's advice to load it anyway.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = found.group(1) if found else "not tensors"
         raise IntegrityError(
             f"{source} is not plain weights: it holds Python objects that loading would run "
-            f"({first}); refusing to load it. Re-register the model from a trusted run."
+            f"({what}); refusing to load it. Re-register the model from a trusted run."
         ) from None
     if not isinstance(state, Mapping):
         raise IntegrityError(

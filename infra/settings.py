@@ -38,10 +38,21 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise SettingsError(f"settings file {path} is not valid YAML: {exc}") from exc
+            raise SettingsError(
+                f"settings file {path} is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
         if not isinstance(data, dict):
             raise SettingsError(f"settings file {path} must hold a mapping of setting: value")
         return {str(k).lower(): v for k, v in data.items()}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's complaint in one line, with where it is (line and column from 1)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _settings_file() -> Path | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="tai-tests-"))
-for key in [k for k in os.environ if k.startswith("TAI_")]:
+# TAI_TESTS_NORMAL_EXIT is the harness's own switch (see the end of this file), not a setting.
+for key in [k for k in os.environ if k.startswith("TAI_") and k != "TAI_TESTS_NORMAL_EXIT"]:
     del os.environ[key]
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"

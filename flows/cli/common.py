@@ -37,6 +37,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from tai.data.profile import DatasetError
     from tai.gates.policy import PolicyError
     from tai.gates.requirements import RequirementsError
+    from tai.modeling.pretrained import PretrainedWeightsError
 
     return (
         MonitoringError,
@@ -47,6 +48,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
         SettingsError,
         RegistryError,
         EventError,
+        PretrainedWeightsError,
     )
 
 

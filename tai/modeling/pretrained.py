@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -189,8 +190,19 @@ def read_state_dict(path: Path, *, source: str) -> dict[str, Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same answer
+        reason = _torch_load_reason(err)
+        found = re.search(r"GLOBAL ([\w.]+)", reason)
+        if isinstance(err, pickle.UnpicklingError) and found:
+            # A pickle of Python objects (code that loading would run): refused in one line,
+            # without torch's advice to load it with weights_only=False.
+            raise PretrainedWeightsError(
+                f"{source} ({path}) are not plain weights: they hold Python objects that "
+                f"loading would run ({found.group(1)}); refusing to load them. Use a state "
+                "dict of tensors from a trusted source, saved with "
+                "torch.save(model.state_dict(), path)."
+            ) from None
         raise PretrainedWeightsError(
-            f"Cannot read {source} ({path}) as a state dict with weights_only=True: {err}"
+            f"Cannot read {source} ({path}) as a state dict with weights_only=True: {reason}"
         ) from err
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
@@ -204,6 +216,15 @@ def read_state_dict(path: Path, *, source: str) -> dict[str, Tensor]:
             f"{type(loaded).__name__}. Save it with torch.save(model.state_dict(), path)."
         )
     return dict(loaded)
+
+
+def _torch_load_reason(err: Exception) -> str:
+    """What ``torch.load`` says is wrong, in one line, without its boilerplate (the advice
+    to re-run with ``weights_only=False``, the request to file an issue, the docs link)."""
+    boilerplate = ("weights only load failed", "please file an issue", "check the documentation")
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lower().startswith(boilerplate)]
+    return "; ".join(kept) or (lines[0] if lines else type(err).__name__)
 
 
 def _shown(keys: Iterable[str], limit: int = 5) -> str:

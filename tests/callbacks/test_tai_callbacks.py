@@ -244,6 +244,24 @@ def test_an_unforeseen_end_of_the_fit_still_gets_the_final_check(tmp_path, loade
     ]
 
 
+def _expected_prototype_deletion(module, embed, loaders, *, method, n_steps, steps=20):
+    """Prototypes (one per class) of all validation samples (within the default budget) and
+    the mean deletion AUC of their attribution maps, by the tai functions on the final
+    model: what the prototype callback must have logged."""
+    x = torch.cat([b[0] for b in loaders[1]])
+    y = torch.cat([b[1] for b in loaders[1]])
+    module.eval()
+    with torch.no_grad():
+        embeddings = embed(x).flatten(1)
+    protos = select_prototypes(embeddings, y, per_class=1)
+    chosen = torch.tensor(protos.all_indices())
+    maps = attribute(module, x[chosen], y[chosen], method=method, n_steps=n_steps)
+    deletion = deletion_auc(
+        module, x[chosen], maps.maps.expand_as(x[chosen]), y[chosen], steps=steps
+    )
+    return protos, deletion.mean
+
+
 @pytest.mark.slow
 def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_path, loaders):
     class Plain(pl.LightningModule):
@@ -265,9 +283,15 @@ def test_prototype_callback_uses_a_named_layer_when_the_model_has_no_embed(tmp_p
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     cb = PrototypeExplanationCallback(embedding_layer="body", n_steps=4, log_figures=False)
-    _trainer(tmp_path, [cb], epochs=1).fit(Plain(), *loaders)
+    plain = Plain()
+    _trainer(tmp_path, [cb], epochs=1).fit(plain, *loaders)
     assert sorted(cb.last_result.prototypes.indices) == [0, 1, 2]
-    assert 0.0 <= cb.last_result.deletion_auc <= 1.0
+    # The embedding is the output of `body`; the rest as the tai functions compute it.
+    expected = _expected_prototype_deletion(
+        plain, lambda x: plain.body(x), loaders, method="integrated_gradients", n_steps=4
+    )
+    assert cb.last_result.prototypes.indices == expected[0].indices
+    assert cb.last_result.deletion_auc == pytest.approx(expected[1], abs=1e-6)
 
     with pytest.raises(ValueError, match="`embedding_layer` 'head' is not a submodule of Plain"):
         _trainer(tmp_path, [PrototypeExplanationCallback(embedding_layer="head")]).fit(
@@ -356,7 +380,11 @@ def test_prototype_callback_takes_another_attribution_method(tmp_path, loaders, 
     cb = PrototypeExplanationCallback(method=method, deletion_steps=4, log_figures=True)
     module = ClassifierModule("small_cnn", 1, 3)
     _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
-    assert 0.0 <= cb.last_result.deletion_auc <= 1.0
+    protos, deletion = _expected_prototype_deletion(
+        module, module.embed, loaders, method=method, n_steps=32, steps=4
+    )
+    assert cb.last_result.prototypes.indices == protos.indices
+    assert cb.last_result.deletion_auc == pytest.approx(deletion, abs=1e-6)
     assert math.isnan(cb.last_result.convergence_delta)  # only Integrated Gradients has one
 
 

@@ -229,3 +229,67 @@ def test_run_with_a_policy_the_evaluation_cannot_judge(tiny_settings, tiny_repo,
     result = _run("run")
     _assert_one_line_error(result, pattern)
     _nothing_registered(tiny_settings)
+
+
+class _Exploit:
+    """Unpickling this would create a folder (a stand-in for arbitrary code)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+def test_run_with_pretrained_weights_that_are_a_malicious_pickle(
+    tiny_settings, tiny_repo, tmp_path, monkeypatch
+):
+    import torch
+
+    flag = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"features.0.weight": _Exploit(str(flag))}, evil)
+    monkeypatch.setenv("TAI_PRETRAINED", str(evil))
+    result = _run("run")
+    _assert_one_line_error(
+        result,
+        r"the pretrained weights .*evil\.pt.* are not plain weights: they hold Python objects "
+        r"that loading would run \(\w+\.mkdir\); refusing to load them",
+    )
+    assert "Traceback" not in result.output
+    assert not flag.exists()
+    _nothing_registered(tiny_settings)
+
+
+def test_a_registered_weights_file_that_is_a_malicious_pickle_is_one_line(tmp_path):
+    """The registry's integrity error is among the CLI's expected errors: a pickled weights
+    file, even with its digest recorded, is one line and exit 1, never torch's traceback."""
+    import hashlib
+
+    import torch
+    import typer
+
+    from flows.cli.common import cli_errors
+    from infra.integrity import load_verified_state_dict
+
+    flag = tmp_path / "pwned"
+    evil = tmp_path / "state_dict.pt"
+    torch.save({"w": _Exploit(str(flag))}, evil)
+    digest = hashlib.sha256(evil.read_bytes()).hexdigest()
+    probe = typer.Typer()
+
+    @probe.command()
+    @cli_errors
+    def load() -> None:
+        load_verified_state_dict(evil, [digest], source="weights of version 3")
+
+    result = CliRunner().invoke(probe, [])
+    _assert_one_line_error(
+        result,
+        r"^error: weights of version 3 is not plain weights: it holds Python objects that "
+        r"loading would run \(\w+\.mkdir\); refusing to load it\. "
+        r"Re-register the model from a trusted run\.$",
+    )
+    assert not flag.exists()

@@ -7,12 +7,24 @@ import torch
 from pydantic import SecretStr
 
 import flows.tasks.promotion as promotion
+from flows.lineage import PROJECT_ROOT, code_version
 from flows.pipeline import tai_pipeline
 from infra.mlflow_store import MlflowStore
 from tests.flows.conftest import IMPOSSIBLE
 from tests.secret_scan import mlflow_leaks, secret_values
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def _head_commit() -> str:
+    import subprocess
+
+    return subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_settings, tiny_repo):
@@ -27,7 +39,9 @@ def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_sett
     v1 = registry.get_version("1")
     assert v1.tags["tai.data.store"] == "oxen"
     assert v1.tags["tai.data.commit"] == tiny_repo == first.data_commit
-    assert v1.tags["tai.code.version"]
+    # The code that ran: this checkout's commit (with -dirty-<digest> for uncommitted edits).
+    assert v1.tags["tai.code.version"] == code_version()
+    assert v1.tags["tai.code.version"].startswith(_head_commit())
     assert len(v1.tags["tai.policy.sha256"]) == 64
     assert v1.tags["tai.gates.passed"] == "true"
     assert v1.tags["tai.gate.accuracy"].startswith("pass: accuracy = ")

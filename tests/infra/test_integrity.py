@@ -109,12 +109,11 @@ def test_a_recorded_but_malicious_pickle_is_still_not_executed(tmp_path):
         load_verified_state_dict(tmp_path / "evil.pt", [digest], source="weights of run r1")
     assert not flag.exists()
     message = str(refused.value)
-    assert message.startswith(
+    assert message == (
         "weights of run r1 is not plain weights: it holds Python objects that loading would "
-        "run (Weights only load failed"
-    )
-    assert message.endswith("refusing to load it. Re-register the model from a trusted run.")
-    assert "\n" not in message  # one line for the CLI
+        f"run ({os.mkdir.__module__}.mkdir); refusing to load it. Re-register the model from a "
+        "trusted run."
+    )  # one line for the CLI, without torch's advice to load it with weights_only=False
 
 
 def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):

@@ -24,15 +24,29 @@ def test_data_card_profiles_a_valid_dataset(tmp_path):
     assert card["schema_version"] == SCHEMA_VERSION
     assert card["summary"]["splits"]["train"] == {"0": 12, "1": 12, "2": 12}
     assert len(card["factors"]["explained_variance_ratio"]) == 4
-    assert card["label_noise"]["issue_rate"] is not None
+    # The classes are perfectly separable (a bright square per corner): no label is doubted.
+    assert card["label_noise"]["issue_rate"] == 0.0
+    assert card["label_noise"]["issues"] == 0
+    assert card["label_noise"]["per_class_rate"] == {"0": 0.0, "1": 0.0, "2": 0.0}
     metrics = data_metrics(card)
     assert set(metrics) == {m for c in CARD_CHECKS for m in c.metric_names}
     assert metrics["data_min_class_balance"] == 1.0
     assert metrics["data_duplicate_groups"] == 0.0
-    assert 0.0 <= metrics["data_label_issue_rate"] <= 1.0
+    assert metrics["data_label_issue_rate"] == 0.0
     assert metrics["data_split_leakage"] == metrics["data_val_leakage"] == 0.0
     assert card["leakage"]["splits"]["test"] == {"images": 12, "exact": 0, "near": 0, "leaking": 0}
     assert card["leakage"]["pairs"] == []
+
+
+def test_one_mislabelled_training_image_is_the_one_label_issue(tmp_path):
+    write_tiny_dataset(tmp_path, counts={"train": 12, "val": 4, "test": 4}, classes=3, size=12)
+    train = tmp_path / "tiny" / "train"
+    shutil.move(train / "0" / "5.png", train / "1" / "mislabelled.png")  # a 0 filed as a 1
+    card = build_data_card(tmp_path, "tiny", n_components=8, n_factors=4)
+    assert card["label_noise"]["issues"] == 1
+    assert card["label_noise"]["issue_rate"] == pytest.approx(1 / 36)
+    assert card["label_noise"]["per_class_rate"] == pytest.approx({"0": 0.0, "1": 1 / 13, "2": 0.0})
+    assert data_metrics(card)["data_label_issue_rate"] == pytest.approx(1 / 36)
 
 
 def test_label_noise_is_skipped_when_a_class_is_too_small(tmp_path):

@@ -70,7 +70,7 @@ def test_accuracy_and_calibration_are_computed_on_the_whole_split(evaluation):
 
 
 def test_one_prototype_per_class_is_explained(evaluation):
-    result, _, _, targets = evaluation
+    result, model, images, targets = evaluation
     e = result.detail("explanations")
     assert sorted(e.labels) == [0, 1, 2]
     assert [targets[i].item() for i in e.indices] == e.labels
@@ -80,7 +80,17 @@ def test_one_prototype_per_class_is_explained(evaluation):
     for c in (0, 1, 2):  # criticisms are samples of their class, distinct from its prototypes
         assert all(targets[i].item() == c for i in e.criticism_indices[c])
         assert not set(e.criticism_indices[c]) & set(e.prototype_indices[c])
-    assert 0.0 <= result.metrics["insertion_auc"] <= 1.0
+    # The insertion AUC is the mean over the quality sample of the AUC of each image's
+    # Integrated Gradients map, as the tai functions compute it on the evaluated model.
+    from tai.principles.transparency.explain import integrated_gradients
+    from tai.principles.transparency.explanation_quality import insertion_auc
+
+    sample = torch.tensor(e.quality_sample.indices)
+    x, y = images[sample], targets[sample]
+    model.eval()
+    maps = integrated_gradients(model, x, y, n_steps=OPTIONS.ig_steps).maps
+    expected = insertion_auc(model, x, maps, y).auc.double().mean().item()
+    assert result.metrics["insertion_auc"] == pytest.approx(expected, abs=1e-6)
     assert result.metrics["sanity_failures"] == sum(not s["passed"] for s in e.sanity.values())
 
 

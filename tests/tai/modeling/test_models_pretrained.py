@@ -3,6 +3,7 @@ cache only (TORCH_HOME points at a temporary folder: nothing is downloaded), eve
 the head loaded, the file's sha256 recorded, and every misfit refused by name."""
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -210,16 +211,52 @@ class _NotWeights:
         pytest.param(torch.zeros(3), "is not a state dict .* but Tensor", id="tensor"),
         pytest.param(
             {"a": _NotWeights()},
-            r"Cannot read .* as a state dict with weights_only=True",
+            r"are not plain weights: they hold Python objects that loading would run",
             id="pickle",
+        ),
+        pytest.param(
+            b"not a torch file",
+            r"^Cannot read .* as a state dict with weights_only=True: Unsupported operand 110$",
+            id="garbage",
         ),
     ],
 )
 def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path, content, message):
     path = tmp_path / "bad.pt"
-    torch.save(content, path)
-    with pytest.raises(PretrainedWeightsError, match=message):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(PretrainedWeightsError, match=message) as refused:
         build_model("small_cnn", in_channels=1, num_classes=3, pretrained=path)
+    assert "\n" not in str(refused.value)  # one line for the CLI
+
+
+class _Exploit:
+    """Unpickling this would create a folder (a stand-in for arbitrary code)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+def test_a_malicious_pickle_is_refused_in_one_line_without_running_it(tmp_path):
+    flag = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"features.0.weight": _Exploit(str(flag))}, path)
+
+    with pytest.raises(PretrainedWeightsError) as refused:
+        build_model("small_cnn", in_channels=1, num_classes=3, pretrained=path)
+
+    assert not flag.exists()
+    assert str(refused.value) == (
+        f"the pretrained weights {str(path)!r} ({path}) are not plain weights: they hold "
+        f"Python objects that loading would run ({os.mkdir.__module__}.mkdir); refusing to "
+        "load them. Use a state dict of tensors from a trusted source, saved with "
+        "torch.save(model.state_dict(), path)."
+    )
 
 
 def test_non_finite_weights_are_refused(tmp_path):

@@ -252,6 +252,7 @@ def test_threshold_fitted_on_validation_is_applied_to_test():
     assert report.at_threshold == selective_metrics(probs_test, targets_test, threshold)
     assert report.curve == risk_coverage(probs_test, targets_test)
     assert report.risk_at_coverage == report.curve.risk_at_coverage(0.8)
+    assert report.report_coverage == 0.8 and isinstance(report.report_coverage, float)
     # Same distribution: within the two DKW bounds, 2 * sqrt(ln(2 / 0.05) / 2000) = 0.086.
     assert report.at_threshold.coverage == pytest.approx(0.7, abs=0.086)
     d = report.as_dict()
@@ -272,6 +273,10 @@ def test_threshold_fitted_on_validation_is_applied_to_test():
         probs_val, targets_val, max_risk=0.1
     )
     assert by_risk.risk_at_coverage == by_risk.curve.risk_at_coverage(0.5)
+    assert by_risk.report_coverage == 0.5
+    assert selective_report(
+        probs_val, targets_val, probs_test, targets_test, max_risk=0.1, report_coverage=1
+    ).report_coverage == pytest.approx(1.0)
 
 
 def test_numpy_inputs_give_the_same_results_as_tensors():
@@ -365,3 +370,69 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_abstaining_on_everything_gives_nan_risk_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would fail the test
+        none = selective_metrics(FIVE_PROBS, FIVE_TARGETS, math.inf)
+    assert (none.coverage, none.n_accepted, none.n_samples) == (0.0, 0, 5)
+    assert math.isnan(none.selective_risk)
+
+
+@pytest.mark.parametrize("threshold", [math.nan, "0.5", None])
+def test_a_threshold_that_is_not_a_real_number_is_refused_in_full(threshold):
+    with pytest.raises(ValueError) as refused:
+        selective_metrics(FIVE_PROBS, FIVE_TARGETS, threshold)
+    assert str(refused.value) == (
+        f"Expected `threshold` to be a real number, but got {threshold!r}. Pass the value "
+        "returned by abstention_threshold()."
+    )
+
+
+def _message(fn, *args, **kwargs) -> str:
+    with pytest.raises(ValueError) as refused:
+        fn(*args, **kwargs)
+    return str(refused.value)
+
+
+def test_validation_messages_say_what_to_pass_in_full():
+    assert _message(abstention_threshold, FIVE_PROBS, FIVE_TARGETS, target_coverage=1.5) == (
+        "target coverage must be in (0, 1]; got 1.5. Pass the fraction of samples the model "
+        "should answer itself, e.g. 0.9."
+    )
+    assert _message(abstention_threshold, FIVE_PROBS, FIVE_TARGETS, max_risk=-0.1) == (
+        "max_risk must be in [0, 1]; got -0.1. Pass the largest error rate acceptable on the "
+        "answered samples, e.g. 0.05."
+    )
+    assert _message(abstention_threshold, FIVE_PROBS, FIVE_TARGETS) == (
+        "Expected exactly one of `target_coverage` and `max_risk`, but got "
+        "target_coverage=None and max_risk=None. Pass target_coverage to answer a fixed "
+        "fraction of samples, or max_risk to answer as many as possible within an error rate."
+    )
+    empty = "Expected at least one sample, but got an empty `probs` (N = 0). Selective risk "
+    empty += "and coverage are undefined without predictions; check the data loader."
+    assert _message(risk_coverage, torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == empty
+    assert _message(risk_coverage, np.zeros((0, 3)), np.zeros(0, dtype=int)) == empty
+    # A 1-D empty tensor is empty too (N = 0), not a shape error.
+    assert _message(risk_coverage, torch.zeros(0), torch.zeros(0, dtype=torch.long)) == empty
+
+
+def test_lists_are_not_accepted_as_probabilities():
+    """Only tensors and numpy arrays are converted: a list is refused by the validation."""
+    with pytest.raises(ValueError, match="Expected `probs` and `target` to be torch tensors"):
+        risk_coverage(FIVE_PROBS.tolist(), FIVE_TARGETS)
+    with pytest.raises(ValueError, match="Expected `probs` and `target` to be torch tensors"):
+        risk_coverage(FIVE_PROBS, FIVE_TARGETS.tolist())
+
+
+def test_target_coverage_rounding_noise_is_ignored_but_not_more():
+    from tai.principles.autonomy.selective import _rank_for_coverage
+
+    assert _rank_for_coverage(0.7, 10) == 7  # 0.7 * 10 = 7.000000000000001
+    assert _rank_for_coverage(0.3000000001, 10) == 4  # 3.000000001: a real excess
+    assert _rank_for_coverage(0.300000000006, 10) == 3  # below 1e-9 of excess: noise
+    assert _rank_for_coverage(1e-12, 10) == 1
+    assert _rank_for_coverage(1.0, 10) == 10

@@ -572,3 +572,269 @@ def test_representation_rejects_bad_inputs():
         representation({"train": [0, 1]})
     with pytest.raises(ValueError, match="labels_by_split"):
         representation({})
+
+
+# --------------------------------------------------------------------- pinned details
+
+
+def test_class_fairness_defaults_are_1000_resamples_95_percent_and_seed_0():
+    preds, targets = _random_case(3, n=120, classes=3)
+    default = class_fairness(preds, targets)
+    assert (default.n_resamples, default.confidence) == (1000, 0.95)
+    assert isinstance(default.confidence, float)
+    assert default == class_fairness(preds, targets, n_resamples=1000, confidence=0.95, seed=0)
+    assert default != class_fairness(preds, targets, seed=1)
+
+
+def test_precision_of_a_class_predicted_once_is_its_one_hit_or_miss():
+    # Class 2 is predicted once (right), class 1 once (wrong), class 0 four times (3 right).
+    preds = np.array([0, 0, 0, 0, 1, 2])
+    targets = np.array([0, 0, 0, 1, 2, 2])
+    result = class_fairness(preds, targets, n_resamples=5)
+    assert result.precision == pytest.approx((3 / 4, 0.0, 1.0))
+    assert result.recall == pytest.approx((1.0, 0.0, 1 / 2))
+
+
+def test_a_class_without_samples_or_predictions_warns_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's 0/0 RuntimeWarning would fail the test
+        result = class_fairness(SIX_PREDS, SIX_TARGETS, classes=4, n_resamples=5)
+    assert math.isnan(result.recall[3]) and math.isnan(result.precision[3])
+    assert math.isnan(result.precision[2])  # class 2 is never predicted
+    assert result.absent_classes == ("3",)
+
+
+def test_group_fairness_defaults_are_1000_resamples_95_percent_and_seed_0():
+    default = group_fairness(GROUP_PREDS, GROUP_TARGETS, GROUPS, column="site")
+    assert (default.n_resamples, default.confidence) == (1000, 0.95)
+    assert isinstance(default.confidence, float)
+    explicit = group_fairness(
+        GROUP_PREDS,
+        GROUP_TARGETS,
+        GROUPS,
+        column="site",
+        n_resamples=1000,
+        confidence=0.95,
+        seed=0,
+        min_samples=1,
+    )
+    assert default == explicit
+    preds, targets = _random_case(4, n=300, classes=3)
+    groups = ["a", "b", "c"] * 100
+    assert group_fairness(preds, targets, groups, column="site") != group_fairness(
+        preds, targets, groups, column="site", seed=1
+    )
+    assert all(type(c) is int for c in default.count)
+    assert all(type(a) is float for a in default.accuracy)
+
+
+@pytest.mark.parametrize("bad", [True, 1.5, 0, -2, "3"])
+def test_min_samples_must_be_an_integer_of_at_least_one(bad):
+    with pytest.raises(ValueError) as refused:
+        group_fairness(GROUP_PREDS, GROUP_TARGETS, GROUPS, column="site", min_samples=bad)
+    assert str(refused.value) == (
+        f"Expected argument `min_samples` to be an integer >= 1, but got {bad!r}."
+    )
+
+
+def test_group_errors_say_what_to_do_in_full():
+    def message(**kwargs) -> str:
+        args = {"preds": GROUP_PREDS, "targets": GROUP_TARGETS, "groups": GROUPS}
+        args.update(kwargs)
+        with pytest.raises(ValueError) as refused:
+            group_fairness(args.pop("preds"), args.pop("targets"), args.pop("groups"), **args)
+        return str(refused.value)
+
+    assert message(groups=GROUPS[:-1], column="site") == (
+        "Expected one group of column 'site' per sample, but got 8 groups for 9 samples. Read "
+        "the groups for the same samples, in the same order, as the predictions."
+    )
+    assert message(column="site", expected_groups=["w", "x", "y", "z"]) == (
+        "Group 'w' of column 'site' has no samples in the evaluated split (groups present: "
+        "'x', 'y', 'z'). Evaluate on a split that holds every group, or leave the group out "
+        "of `expected_groups`."
+    )
+    assert message(column="site", expected_groups=["x", "y"]) == (
+        "Group 'z' of column 'site' is not among the expected groups 'x', 'y'. Fix the value "
+        "in metadata.csv or add the group to `expected_groups`."
+    )
+    assert message(column="site", min_samples=3) == (
+        "Group 'x' (2) of column 'site' has fewer than min_samples = 3 samples. Evaluate on "
+        "more data, merge small groups in metadata.csv, or lower `min_samples`."
+    )
+    assert message(groups=[1] * 9, column="site").startswith(
+        "Expected the groups of column 'site' to be strings"
+    )
+    assert message(column="site", expected_groups=[1, 2]).startswith(
+        "Expected the expected groups of column 'site' to be strings"
+    )
+
+
+def _blob(x: float, y: float, n: int) -> list[tuple[float, float]]:
+    """n distinct points within 0.1 of (x, y): one unmistakable k-means cluster."""
+    return [(x + 0.01 * i, y + 0.02 * (i % 2)) for i in range(n)]
+
+
+def test_cluster_gap_is_within_a_class_never_across_classes():
+    # Class 0: blobs of 3 and 2 samples, all right; class 1: two blobs of 2, all wrong.
+    # Across classes the accuracies span 0..1, within each class they are equal: gap 0.
+    embeddings = np.array(_blob(0, 0, 3) + _blob(10, 10, 2) + _blob(20, 0, 2) + _blob(0, 20, 2))
+    targets = np.array([0] * 5 + [1] * 4)
+    preds = np.array([0] * 5 + [0] * 4)
+    result = cluster_fairness(embeddings, preds, targets, clusters_per_class=2)
+    assert result.cluster_accuracy_gap == 0.0
+    assert result.per_cluster() == {
+        "class": ["0", "0", "1", "1"],
+        "cluster": [0, 1, 0, 1],
+        "size": [3, 2, 2, 2],
+        "accuracy": [1.0, 1.0, 0.0, 0.0],
+    }
+    # Equal sizes in class 1: the cluster of the first sample is cluster 0.
+    assert result.assignments == (0, 0, 0, 1, 1, 0, 0, 1, 1)
+    # The worst: accuracy 0 in clusters of equal size, so the first of them.
+    assert (result.worst_cluster_class, result.worst_cluster_index) == ("1", 0)
+    assert (result.worst_cluster_size, result.worst_cluster_accuracy) == (2, 0.0)
+
+
+def test_the_worst_cluster_on_a_tie_is_the_largest_even_in_a_later_class():
+    # Class 0: 4 samples at 1/4 right, 2 at 2/2; class 1: 8 at 2/8 right, 2 at 1/2.
+    embeddings = np.array(_blob(0, 0, 4) + _blob(10, 10, 2) + _blob(20, 0, 8) + _blob(0, 20, 2))
+    targets = np.array([0] * 6 + [1] * 10)
+    right = [1, 0, 0, 0] + [1, 1] + [1, 1, 0, 0, 0, 0, 0, 0] + [1, 0]
+    preds = np.where(np.array(right) == 1, targets, 1 - targets)
+    result = cluster_fairness(embeddings, preds, targets, clusters_per_class=2)
+    assert result.cluster_accuracy == (0.25, 1.0, 0.25, 0.5)
+    assert result.cluster_size == (4, 2, 8, 2)
+    assert (result.worst_cluster_class, result.worst_cluster_index) == ("1", 0)
+    assert result.worst_cluster_size == 8
+    assert result.as_dict() == {
+        "worst_cluster_accuracy": 0.25,
+        "worst_cluster_size": 8.0,
+        "cluster_accuracy_gap": 0.75,
+    }
+
+
+def test_cluster_fairness_defaults_to_seed_0_and_one_cluster_is_allowed():
+    rng = np.random.default_rng(0)
+    embeddings, preds = rng.random((40, 3)), rng.integers(0, 2, 40)
+    targets = np.zeros(40, dtype=int)
+    default = cluster_fairness(embeddings, preds, targets, clusters_per_class=5, classes=2)
+    assert default == cluster_fairness(
+        embeddings, preds, targets, clusters_per_class=5, classes=2, seed=0
+    )
+    assert default != cluster_fairness(
+        embeddings, preds, targets, clusters_per_class=5, classes=2, seed=1
+    )
+    one = cluster_fairness(embeddings, preds, targets, clusters_per_class=1, classes=2)
+    assert one.cluster_size == (40,) and one.cluster_accuracy_gap == 0.0
+    assert one.worst_cluster_accuracy == pytest.approx(float(np.mean(preds == 0)))
+
+
+@pytest.mark.parametrize("bad", [0, True, 1.5, "3"])
+def test_clusters_per_class_must_be_an_integer_of_at_least_one(bad):
+    with pytest.raises(ValueError) as refused:
+        cluster_fairness(np.zeros((2, 2)), [0, 1], [0, 1], clusters_per_class=bad)
+    assert str(refused.value) == (
+        f"Expected argument `clusters_per_class` to be an integer >= 1, but got {bad!r}. Pass "
+        "the number of pseudo-groups per class, e.g. 3."
+    )
+
+
+def test_cluster_fairness_takes_scores_integer_embeddings_and_refuses_nan():
+    embeddings = np.array(_blob(0, 0, 3) + _blob(10, 10, 3)) * 100
+    targets = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.eye(3)[[0, 0, 1, 1, 1, 1]]  # class 2 exists in the scores, never in the data
+    as_float = cluster_fairness(embeddings, scores, targets, clusters_per_class=2)
+    as_int = cluster_fairness(embeddings.astype(np.int64), scores, targets, clusters_per_class=2)
+    assert as_int == as_float
+    assert as_float.cluster_class == ("0", "0", "1", "1")
+    assert as_float.cluster_size == (2, 1, 2, 1)
+    bad = embeddings.copy()
+    bad[1, 0] = np.nan
+    with pytest.raises(ValueError) as refused:
+        cluster_fairness(bad, scores, targets)
+    assert str(refused.value) == (
+        "Expected finite numeric `embeddings`, but got dtype float64 or NaN/inf values. Check "
+        "the feature extractor."
+    )
+
+
+def _refusal(fn, *args, **kwargs) -> str:
+    with pytest.raises(ValueError) as refused:
+        fn(*args, **kwargs)
+    return str(refused.value)
+
+
+def test_argument_messages_say_what_to_pass_in_full():
+    assert _refusal(class_fairness, SIX_PREDS, SIX_TARGETS, n_resamples=0) == (
+        "Expected argument `n_resamples` to be an integer >= 1, but got 0. Pass the number of "
+        "bootstrap resamples, e.g. n_resamples=1000."
+    )
+    assert _refusal(class_fairness, SIX_PREDS, SIX_TARGETS, seed=0.5) == (
+        "Expected argument `seed` to be an integer, but got 0.5. The same seed gives the same "
+        "result."
+    )
+    assert _refusal(class_fairness, SIX_PREDS, SIX_TARGETS, classes=0) == (
+        "Expected argument `classes` to be >= 1, but got 0. Pass the number of classes or "
+        "their names."
+    )
+    assert _refusal(class_fairness, SIX_PREDS, SIX_TARGETS, classes=["a", "a", "b"]) == (
+        "Expected argument `classes` to be distinct class names, but got ['a', 'a', 'b']. "
+        "Pass the names in the order of the class indices."
+    )
+    assert _refusal(class_fairness, SIX_PREDS, SIX_TARGETS, classes=2.5) == (
+        "Expected argument `classes` to be None, an integer or a sequence of names, but got 2.5."
+    )
+    assert _refusal(class_fairness, np.array([0, 3]), np.array([0, 1]), classes=3) == (
+        "Expected predictions in [0, 3) for 3 classes, but got values in [0, 3]. Check the "
+        "label mapping or `classes`."
+    )
+    assert _refusal(class_fairness, np.zeros((2, 2), dtype=int), np.array([0, 1])) == (
+        "Expected `(N, C)` predictions to be float scores, but got dtype int64. Pass "
+        "probabilities or logits, or `(N,)` class indices."
+    )
+    assert _refusal(class_fairness, np.zeros((2, 0)), np.array([0, 1])) == (
+        "Expected `(N, C)` scores with C >= 1 and finite values, but got shape (2, 0) or "
+        "NaN/inf. Check the model output."
+    )
+    assert _refusal(class_fairness, np.zeros((2, 2, 2)), np.array([0, 1])) == (
+        "Expected predictions of shape (N, C) (float scores) or (N,) (integer class indices), "
+        "but got shape (2, 2, 2) and dtype float64. Pass logits.softmax(dim=1), the logits, "
+        "or logits.argmax(dim=1)."
+    )
+    assert _refusal(class_fairness, np.array([], dtype=int), np.array([], dtype=int)) == (
+        "Expected at least one sample, but got none (N = 0). Fairness is undefined without "
+        "predictions; check the data loader."
+    )
+
+
+def test_the_smallest_allowed_arguments_work():
+    # One resample, one class, one score column: all allowed.
+    one = class_fairness(np.ones((3, 1)), np.array([0, 0, 0]), n_resamples=1, classes=1)
+    assert one.classes == ("0",) and one.worst_class_accuracy == 1.0
+    assert one.n_resamples == 1
+    assert class_fairness(SIX_PREDS, SIX_TARGETS, classes=3).classes == ("0", "1", "2")
+    assert (
+        group_fairness(GROUP_PREDS, GROUP_TARGETS, GROUPS, column="s", n_resamples=1).n_resamples
+        == 1
+    )
+
+
+def test_each_class_is_clustered_by_k_means_with_ten_initialisations():
+    """GEORGE's step as documented: scikit-learn's KMeans(n_init=10, random_state=seed) on
+    each class's embeddings, clusters renumbered by decreasing size (ties: first sample)."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.random((30, 2))  # no clear clusters: the initialisations matter
+    targets = np.zeros(30, dtype=int)
+    result = cluster_fairness(embeddings, targets, targets, clusters_per_class=4, seed=0)
+    labels = KMeans(n_clusters=4, n_init=10, random_state=0).fit_predict(embeddings)
+    sizes = np.bincount(labels, minlength=4)
+    first = [int(np.flatnonzero(labels == j)[0]) for j in range(4)]
+    order = sorted(range(4), key=lambda j: (-sizes[j], first[j]))
+    renumber = {j: rank for rank, j in enumerate(order)}
+    assert result.assignments == tuple(renumber[int(j)] for j in labels)
+    assert result.cluster_size == tuple(int(sizes[j]) for j in order)

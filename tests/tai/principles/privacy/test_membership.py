@@ -493,3 +493,94 @@ def test_result_type_and_docstring_examples_hold():
     assert isinstance(membership_inference(MEMBERS, NONMEMBERS), MembershipInference)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------- pinned details
+
+
+def test_a_loss_equal_to_the_threshold_counts_as_flagged():
+    """ "member" means loss <= tau, boundary included: dyadic losses make the midpoint
+    thresholds exact, and two losses of fold two sit on fold one's threshold."""
+    held_out = split_half_advantage(([0.25, 0.375], [0.625, 0.75]), ([0.5, 0.125], [0.5, 0.875]))
+    # Fold one: best between 0.375 and 0.625, tau = 0.5. Fold two: TPR - FPR ties at 0.5
+    # for loss <= 0.125 and <= 0.5; the lowest wins, tau = (0.125 + 0.5) / 2 = 0.3125.
+    assert held_out.thresholds == (0.5, 0.3125)
+    # Fold one by 0.3125: members 0.25 (1 of 2), no non-member; fold two by 0.5: members
+    # 0.5 and 0.125 (2 of 2), non-member 0.5 (1 of 2).
+    assert (held_out.members_flagged, held_out.nonmembers_flagged) == (3, 1)
+    assert held_out.advantage == 0.5
+
+
+def test_the_yeom_threshold_flags_a_loss_equal_to_the_mean_member_loss():
+    result = membership_inference([0.25, 0.5, 0.75], [0.625, 1.0, 1.5])
+    # Mean member loss 0.5: members 0.25 and 0.5 flagged (2/3), no non-member.
+    assert result.yeom_advantage == pytest.approx(2 / 3)
+
+
+def test_two_members_and_two_non_members_are_enough_one_is_not():
+    result = membership_inference([0.1, 0.2], [0.8, 0.9])
+    assert (result.n_members, result.n_nonmembers) == (2, 2)
+    with pytest.raises(ValueError) as refused:
+        membership_inference([0.1], [0.8, 0.9])
+    assert str(refused.value) == (
+        "Expected at least 2 members and 2 non-members, but got 1 and 2: the held-out "
+        "advantage fits its threshold on one half of each and scores it on the other."
+    )
+
+
+def test_membership_inference_defaults_to_seed_0_and_95_percent():
+    rng = np.random.default_rng(0)
+    members, nonmembers = rng.exponential(1.0, 60), rng.exponential(1.3, 80)
+    default = membership_inference(members, nonmembers)
+    assert default == membership_inference(members, nonmembers, seed=0, confidence=0.95)
+    assert default != membership_inference(members, nonmembers, seed=1)
+
+
+def test_loss_messages_name_the_fold_and_the_side_in_full():
+    def message(fold_one, fold_two) -> str:
+        with pytest.raises(ValueError) as refused:
+            split_half_advantage(fold_one, fold_two)
+        return str(refused.value)
+
+    assert message(([0.1], []), ([0.1], [0.2])) == (
+        "Expected at least one loss in `fold_one[1] (non-members)`, but got none. The attack "
+        "needs both members (training samples) and non-members (held-out samples)."
+    )
+    assert message(([0.1], [0.2]), ([math.inf], [0.2])) == (
+        "Expected finite losses in `fold_two[0] (members)`, but 1 of 1 are NaN or inf. Check "
+        "the model output for overflow (compute the loss from logits)."
+    )
+    assert message(([0.1], [0.2]), ([0.1], ["high"])).startswith(
+        "Expected `fold_two[1] (non-members)` to be a 1-D sequence of per-sample losses, but "
+        "got list that does not convert to floats ("
+    )
+
+
+def test_seed_batch_size_and_count_messages_in_full():
+    with pytest.raises(ValueError) as refused:
+        membership_inference([0.1, 0.2], [0.3, 0.4], seed=1.5)
+    assert str(refused.value) == (
+        "Expected argument `seed` to be an integer, but got 1.5. The same seed subsamples the "
+        "same samples."
+    )
+    model = nn.Linear(2, 2)
+    for batch_size in (1.5, 0, True):
+        with pytest.raises(ValueError) as refused:
+            per_sample_loss(model, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), batch_size)
+        assert str(refused.value) == (
+            f"Expected `batch_size` to be an integer >= 1, but got {batch_size!r}."
+        )
+    with pytest.raises(ValueError) as refused:
+        newcombe_interval(1, 2, 0, 0)
+    assert str(refused.value) == "Expected `n_2` to be an integer >= 1, but got 0."
+    lower, upper = newcombe_interval(1, 1, 0, 1)  # one sample each: n = 1 is allowed
+    assert -1.0 <= lower < upper <= 1.0
+
+
+def test_float32_losses_are_read_as_float64():
+    members = torch.tensor([0.1, 0.4], dtype=torch.float32)
+    nonmembers = torch.tensor([0.3, 0.8], dtype=torch.float32)
+    held_out = split_half_advantage((members, nonmembers), (members, nonmembers))
+    # The midpoint of the float32 values 0.1 and 0.3, computed in float64.
+    expected = float(np.float64(np.float32(0.1)) / 2 + np.float64(np.float32(0.3)) / 2)
+    assert held_out.thresholds == (expected, expected)

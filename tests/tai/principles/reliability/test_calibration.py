@@ -16,11 +16,13 @@ from tai.principles.reliability.calibration import (
     CalibrationResult,
     ReliabilityBins,
     adaptive_calibration_error,
+    brier_score,
     calibration_report,
     calibration_summary,
     classwise_calibration_error,
     ece_confidence_interval,
     expected_calibration_error,
+    negative_log_likelihood,
     reliability_bins,
 )
 
@@ -546,3 +548,308 @@ def test_summary_leaves_the_extended_metrics_nan_and_old_constructors_still_work
         "n_samples",
         "bins",
     ]
+
+
+# --------------------------------------------------------------------------- NLL and Brier
+
+
+def test_negative_log_likelihood_is_the_mean_of_minus_log_p_of_the_target():
+    probs = torch.tensor([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    target = torch.tensor([0, 0, 0])
+    # (ln 2 + ln(10/9) + ln 5) / 3, by hand
+    expected = (math.log(2) + math.log(1 / 0.9) + math.log(5)) / 3
+    assert negative_log_likelihood(probs, target) == pytest.approx(expected, rel=1e-6)
+    assert negative_log_likelihood(probs, torch.tensor([1, 1, 1])) == pytest.approx(
+        (math.log(2) + math.log(10) + math.log(1.25)) / 3, rel=1e-6
+    )
+    assert isinstance(negative_log_likelihood(probs, target), float)
+    assert negative_log_likelihood(probs, target) == pytest.approx(
+        F.nll_loss(probs.log(), target).item(), rel=1e-6
+    )
+
+
+def test_a_zero_probability_of_the_target_gives_a_large_finite_nll():
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float32)
+    nll = negative_log_likelihood(probs, torch.tensor([1, 0]))
+    # -log of float32's smallest normal number, halved by the second (certain, right) row
+    assert nll == pytest.approx(-math.log(torch.finfo(torch.float32).tiny) / 2, rel=1e-9)
+    assert math.isfinite(nll)
+    probs64 = probs.double()
+    assert negative_log_likelihood(probs64, torch.tensor([1, 0])) == pytest.approx(
+        -math.log(torch.finfo(torch.float64).tiny) / 2, rel=1e-9
+    )
+
+
+def test_brier_score_sums_the_squared_error_over_classes_and_averages_over_samples():
+    probs = torch.tensor([[0.5, 0.5, 0.0], [0.9, 0.1, 0.0], [0.2, 0.3, 0.5]])
+    target = torch.tensor([0, 1, 2])
+    # (0.25 + 0.25 + 0) + (0.81 + 0.81 + 0) + (0.04 + 0.09 + 0.25), over 3
+    expected = (0.5 + 1.62 + 0.38) / 3
+    assert brier_score(probs, target) == pytest.approx(expected, rel=1e-6)
+    assert isinstance(brier_score(probs, target), float)
+    assert brier_score(torch.tensor([[1.0, 0.0]]), torch.tensor([1])) == pytest.approx(2.0)
+    assert brier_score(torch.tensor([[1.0, 0.0]]), torch.tensor([0])) == 0.0
+
+
+def test_nll_and_brier_take_probabilities_that_require_grad():
+    probs = torch.tensor([[0.25, 0.75]], requires_grad=True)
+    assert negative_log_likelihood(probs, torch.tensor([1])) == pytest.approx(-math.log(0.75))
+    assert brier_score(probs, torch.tensor([1])) == pytest.approx(2 * 0.25**2)
+
+
+@pytest.mark.parametrize("metric", ["negative_log_likelihood", "brier_score"])
+def test_nll_and_brier_validate_their_input(metric):
+    import tai.principles.reliability.calibration as calibration
+
+    fn = getattr(calibration, metric)
+    with pytest.raises(ValueError, match=r"Expected `probs` in \[0, 1\]"):
+        fn(torch.tensor([[2.0, -1.0]]), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"Expected `target` values in \[0, 2\)"):
+        fn(torch.tensor([[0.5, 0.5]]), torch.tensor([2]))
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def test_the_documented_defaults_are_the_ones_used():
+    """15 bins, the l1 norm, 1000 resamples, a 95% interval and seed 0 (as documented):
+    each default call equals the explicit one, and another value would differ."""
+    probs, target = _random_case(21, n=400)
+    bins = {"n_bins": 15}
+    assert expected_calibration_error(probs, target) == expected_calibration_error(
+        probs, target, n_bins=15, norm="l1"
+    )
+    assert expected_calibration_error(probs, target) != expected_calibration_error(
+        probs, target, n_bins=16
+    )
+    assert adaptive_calibration_error(probs, target) == adaptive_calibration_error(
+        probs, target, n_bins=15, norm="l1"
+    )
+    assert adaptive_calibration_error(probs, target) != adaptive_calibration_error(
+        probs, target, n_bins=16
+    )
+    assert classwise_calibration_error(probs, target) == classwise_calibration_error(
+        probs, target, **bins
+    )
+    assert classwise_calibration_error(probs, target) != classwise_calibration_error(
+        probs, target, n_bins=16
+    )
+    assert reliability_bins(probs, target).n_bins == 15
+    assert calibration_summary(probs, target) == calibration_summary(probs, target, **bins)
+    assert calibration_summary(probs, target).bins.n_bins == 15
+    explicit = {"n_bins": 15, "n_boot": 1000, "level": 0.95, "seed": 0}
+    assert ece_confidence_interval(probs, target) == ece_confidence_interval(
+        probs, target, **explicit
+    )
+    assert calibration_report(probs, target) == calibration_report(probs, target, **explicit)
+    for change in ({"n_bins": 16}, {"n_boot": 1001}, {"level": 0.9}, {"seed": 1}):
+        other = {**explicit, **change}
+        assert ece_confidence_interval(probs, target) != ece_confidence_interval(
+            probs, target, **other
+        ), change
+        assert calibration_report(probs, target) != calibration_report(probs, target, **other)
+
+
+# --------------------------------------------------------------------------- pinned formulas
+
+
+def test_mce_is_the_largest_bin_gap_of_the_five_samples():
+    # Bin of 0.9: accuracy 2/3, gap 7/30; bin of 0.7: accuracy 1/2, gap 1/5.
+    summary = calibration_summary(FIVE_PROBS, FIVE_TARGET, n_bins=5)
+    assert summary.mce == pytest.approx(7 / 30, abs=1e-7)
+    assert summary.ece == pytest.approx(3 / 5 * 7 / 30 + 2 / 5 * 1 / 5, abs=1e-7)
+
+
+def _classwise_reference(probs: np.ndarray, target: np.ndarray, n_bins: int) -> float:
+    """Kull et al.'s classwise ECE in float64, bins as torchmetrics (edges in the dtype of
+    the probabilities, right-closed search, the last bin closed)."""
+    n, c = probs.shape
+    edges = np.linspace(0, 1, n_bins + 1, dtype=probs.dtype)
+    total = 0.0
+    for k in range(c):
+        p = probs[:, k]
+        index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)
+        residual = (target == k).astype(np.float64) - p.astype(np.float64)
+        total += sum(abs(residual[index == m].sum()) for m in range(n_bins)) / n
+    return total / c
+
+
+def test_classwise_ece_equals_the_formula_in_float64_when_a_class_never_occurs():
+    g = torch.Generator().manual_seed(3)
+    probs = (2 * torch.randn(200, 3, generator=g)).softmax(1)  # float32
+    target = torch.randint(0, 2, (200,), generator=g)  # class 2 never the target
+    expected = _classwise_reference(probs.numpy(), target.numpy(), 10)
+    assert classwise_calibration_error(probs, target, n_bins=10) == pytest.approx(
+        expected, rel=1e-12
+    )
+
+
+def test_nll_of_float32_probabilities_is_computed_in_float64():
+    g = torch.Generator().manual_seed(4)
+    probs = (3 * torch.randn(100, 4, generator=g)).softmax(1)  # float32
+    target = torch.randint(0, 4, (100,), generator=g)
+    p = probs.numpy().astype(np.float64)[np.arange(100), target.numpy()]
+    assert negative_log_likelihood(probs, target) == pytest.approx(-np.log(p).mean(), rel=1e-12)
+    assert calibration_summary(probs, target).nll == pytest.approx(-np.log(p).mean(), rel=1e-12)
+
+
+def test_brier_of_float32_probabilities_is_computed_in_float64():
+    g = torch.Generator().manual_seed(5)
+    probs = (3 * torch.randn(100, 4, generator=g)).softmax(1)
+    target = torch.randint(0, 3, (100,), generator=g)  # class 3 never the target
+    onehot = np.eye(4)[target.numpy()]
+    expected = ((probs.numpy().astype(np.float64) - onehot) ** 2).sum(1).mean()
+    assert brier_score(probs, target) == pytest.approx(expected, rel=1e-12)
+    assert calibration_summary(probs, target).brier == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_percentile_interval_cuts_half_the_missing_coverage_from_each_side():
+    from tai.principles.reliability.calibration import _percentile_interval
+
+    samples = torch.arange(101, dtype=torch.float64)  # the q-quantile is 100 q
+    assert _percentile_interval(samples, 0.9) == pytest.approx((5.0, 95.0))
+    assert _percentile_interval(samples, 0.5) == pytest.approx((25.0, 75.0))
+
+
+# --------------------------------------------------------------------------- messages in full
+
+
+def _message(fn, *args, **kwargs) -> str:
+    with pytest.raises(ValueError) as refused:
+        fn(*args, **kwargs)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("n_bins", [0, True, 2.5])
+def test_a_bad_bin_count_is_refused_saying_what_to_pass(n_bins):
+    assert _message(expected_calibration_error, FIVE_PROBS, FIVE_TARGET, n_bins=n_bins) == (
+        f"Expected argument `n_bins` to be an integer >= 1, but got {n_bins!r}. Pass the "
+        "number of equal-width confidence bins, e.g. n_bins=15."
+    )
+
+
+def test_a_bad_norm_is_refused_naming_the_three():
+    assert _message(expected_calibration_error, FIVE_PROBS, FIVE_TARGET, norm="l3") == (
+        "Expected argument `norm` to be one of ('l1', 'l2', 'max'), but got 'l3'. Use 'l1' "
+        "for the ECE, 'l2' for the RMS calibration error, 'max' for the MCE."
+    )
+    # One bin is allowed: the ECE is then |accuracy - mean confidence|.
+    assert expected_calibration_error(FIVE_PROBS, FIVE_TARGET, n_bins=1) == pytest.approx(
+        abs(3 / 5 - (0.9 * 3 + 0.7 * 2) / 5), abs=1e-7
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"n_boot": 0},
+            "Expected argument `n_boot` to be an integer >= 1, but got 0. Pass the number of "
+            "bootstrap resamples, e.g. n_boot=1000.",
+        ),
+        (
+            {"level": 1.0},
+            "Expected argument `level` to be a float in the open interval (0, 1), but got "
+            "1.0. Pass the coverage of the interval, e.g. level=0.95.",
+        ),
+        (
+            {"seed": 1.5},
+            "Expected argument `seed` to be an integer, but got 1.5. The same seed gives the "
+            "same interval.",
+        ),
+    ],
+)
+def test_bad_bootstrap_arguments_are_refused_saying_what_to_pass(kwargs, message):
+    assert _message(ece_confidence_interval, FIVE_PROBS, FIVE_TARGET, **kwargs) == message
+    assert _message(calibration_report, FIVE_PROBS, FIVE_TARGET, **kwargs) == message
+
+
+def test_one_resample_is_allowed():
+    lower, upper = ece_confidence_interval(FIVE_PROBS, FIVE_TARGET, n_bins=5, n_boot=1)[1:]
+    assert lower == upper
+
+
+@pytest.mark.parametrize(
+    ("probs", "target", "message"),
+    [
+        (
+            [[0.5, 0.5]],
+            torch.tensor([0]),
+            "Expected `probs` and `target` to be torch tensors, but got list and Tensor. "
+            "Convert with torch.as_tensor.",
+        ),
+        (
+            torch.tensor([[0.5, 0.5]]),
+            [0],
+            "Expected `probs` and `target` to be torch tensors, but got Tensor and list. "
+            "Convert with torch.as_tensor.",
+        ),
+        (
+            torch.zeros(0, 2),
+            torch.zeros(0, dtype=torch.long),
+            "Expected at least one sample, but got an empty batch (N = 0). Calibration is "
+            "undefined without predictions; check the data loader.",
+        ),
+        (
+            torch.ones(2, 1),
+            torch.zeros(2, dtype=torch.long),
+            "Expected at least 2 classes in `probs`, but got C = 1. For a binary model pass "
+            "both columns (1 - p, p).",
+        ),
+        (
+            torch.tensor([[1, 0]]),
+            torch.tensor([0]),
+            "Expected `probs` to be a floating point tensor, but got dtype torch.int64. Pass "
+            "probabilities, e.g. logits.softmax(dim=1).",
+        ),
+        (
+            torch.tensor([[0.5, 0.5]]),
+            torch.tensor([True]),
+            "Expected `target` to be an integer tensor of class indices, but got dtype "
+            "torch.bool. Convert with target.long().",
+        ),
+        (
+            torch.tensor([[math.nan, 0.5]]),
+            torch.tensor([0]),
+            "Expected `probs` to be finite, but found NaN or inf values. Check the model "
+            "output for overflow before the softmax.",
+        ),
+        (
+            torch.tensor([[0.6, 0.6, -0.2]]),  # sums to 1, one value below 0
+            torch.tensor([0]),
+            "Expected `probs` in [0, 1], but got values in [-0.2, 0.6]. These look like "
+            "logits: apply softmax(dim=1) first.",
+        ),
+        (
+            torch.tensor([[1.5, 0.0]]),  # above 1 but below 2, none below 0
+            torch.tensor([0]),
+            "Expected `probs` in [0, 1], but got values in [0, 1.5]. These look like logits: "
+            "apply softmax(dim=1) first.",
+        ),
+    ],
+)
+def test_input_messages_in_full(probs, target, message):
+    with pytest.raises(ValueError) as refused:
+        expected_calibration_error(probs, target)
+    assert str(refused.value) == message
+
+
+def test_a_confidence_on_a_bin_edge_goes_to_the_bin_above_it():
+    # Edges of 5 bins: 0, 0.2, 0.4, 0.6, 0.8, 1 (in float32, as the confidences).
+    probs = torch.tensor([[0.6, 0.4], [0.8, 0.2], [0.7, 0.3]])
+    bins = reliability_bins(probs, torch.tensor([0, 0, 1]), n_bins=5)
+    assert list(bins.count) == [0, 0, 0, 2, 1]
+
+
+def test_the_interval_of_confidences_that_never_reach_the_top_bins():
+    # Every confidence below 0.6: the top bins stay empty in every resample.
+    g = torch.Generator().manual_seed(8)
+    probs = torch.full((50, 2), 0.5)
+    probs[:, 0] += 0.09 * torch.rand(50, generator=g)
+    probs[:, 1] = 1 - probs[:, 0]
+    target = torch.randint(0, 2, (50,), generator=g)
+    # (Each resample's bin sums must still have all 15 bins, empty ones included.)
+    point, lower, upper = ece_confidence_interval(probs, target, n_bins=15, n_boot=200)
+    assert point == pytest.approx(expected_calibration_error(probs, target))
+    assert (lower, upper) == ece_confidence_interval(probs, target, n_bins=15, n_boot=200)[1:]
+    assert lower < upper
