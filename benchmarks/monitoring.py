@@ -444,9 +444,7 @@ def timing_table(outcomes: list[Outcome]) -> str:
     parts = {
         "forward pass (`batch_outputs`)": lambda o: o.seconds["forward"],
         "`noise_sigmas` (first 300 images)": lambda o: o.seconds["noise"],
-        "`assess_batch` (1000 interval resamples, its default 2,000 MMD permutations)": lambda o: o.seconds[
-            "assess"
-        ],
+        "`assess_batch` (1000 resamples, 2,000 MMD permutations)": lambda o: o.seconds["assess"],
         "together": lambda o: o.seconds["forward"] + o.seconds["noise"] + o.seconds["assess"],
         "MMD test alone at the finer permutation count": lambda o: o.seconds["mmd_fixed"],
     }
