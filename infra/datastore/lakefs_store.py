@@ -496,7 +496,10 @@ def _client_settings(
         try:
             lakectl = yaml.safe_load(config_path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise DataStoreError(f"lakectl config {config_path} is not valid YAML: {exc}") from exc
+            problem = " ".join(str(exc).split())  # one line; the parser's spans several
+            raise DataStoreError(
+                f"lakectl config {config_path} is not valid YAML: {problem}"
+            ) from None
     server = lakectl.get("server") or {}
     credentials = lakectl.get("credentials") or {}
     values = {

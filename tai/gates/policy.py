@@ -222,7 +222,9 @@ def parse_policy(
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PolicyError(f"{source}: not valid YAML ({exc}); fix the file's syntax") from None
+        # One line: the parser's message spans several (the offending line and a caret).
+        problem = " ".join(str(exc).split())
+        raise PolicyError(f"{source}: not valid YAML ({problem}); fix the file's syntax") from None
     errors = schema_errors(doc, source)
     if errors:
         raise PolicyError("\n".join(errors))
