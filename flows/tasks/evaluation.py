@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ from tai.modeling.models import model_config, model_from_config
 from tai.modeling.temperature import TemperatureScaledModel
 from tai.principles.autonomy.selective import abstention_threshold
 from tai.principles.reliability.temperature import TemperatureFit, fit_temperature
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -142,8 +145,9 @@ def cached_outputs(
     ).hexdigest()[:32]
     path = cache_dir / "outputs" / f"{key}.pt"
     if path.is_file():
-        cached = torch.load(path, weights_only=True)
-        return cached["logits"], cached["embeddings"]
+        cached = _read_outputs(path, len(split))
+        if cached is not None:
+            return cached
     logits, embeddings = stream_outputs(model, split, num_workers=num_workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -154,6 +158,28 @@ def cached_outputs(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return logits, embeddings
+
+
+def _read_outputs(path: Path, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cached (logits, embeddings) pair, or None when the file cannot be trusted.
+
+    The cache is only a shortcut: a file that does not load (a disk error, a file someone
+    edited) or does not hold one row per image is removed and the outputs are computed again.
+    """
+    try:
+        cached = torch.load(path, weights_only=True)
+        logits, embeddings = cached["logits"], cached["embeddings"]
+        if not (
+            isinstance(logits, torch.Tensor)
+            and isinstance(embeddings, torch.Tensor)
+            and len(logits) == len(embeddings) == rows
+        ):
+            raise ValueError(f"expected {rows} rows of logits and embeddings")
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache file is recomputed
+        log.warning("outputs cache %s is unreadable (%s); computing the outputs again", path, exc)
+        path.unlink(missing_ok=True)
+        return None
     return logits, embeddings
 
 

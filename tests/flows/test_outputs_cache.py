@@ -68,3 +68,29 @@ def test_a_smaller_split_is_another_cache_entry(model, split, tmp_path):
     fewer = FolderImages(split.root, split.records[:3], split.classes, split.fmt)
     logits, _ = cached_outputs(model, fewer, cache, data_commit="c1")
     assert len(logits) == 3
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a torch file", "wrong rows", "not tensors"],
+    ids=["garbage bytes", "wrong number of rows", "wrong types"],
+)
+def test_an_unreadable_cache_entry_is_computed_again_and_replaced(
+    model, split, tmp_path, content, caplog
+):
+    cache = tmp_path / "cache"
+    logits, embeddings = cached_outputs(model, split, cache, data_commit="c1")
+    (entry,) = (cache / "outputs").glob("*.pt")
+    if content == "wrong rows":
+        torch.save({"logits": logits[:2], "embeddings": embeddings[:2]}, entry)
+    elif content == "not tensors":
+        torch.save({"logits": [1, 2], "embeddings": "x"}, entry)
+    else:
+        entry.write_bytes(content)
+    with caplog.at_level("WARNING"):
+        again = cached_outputs(model, split, cache, data_commit="c1")
+    assert torch.equal(again[0], logits) and torch.equal(again[1], embeddings)
+    assert "outputs cache" in caplog.text and "computing the outputs again" in caplog.text
+    # The bad entry was replaced by a good one, read back without computing.
+    loaded = torch.load(entry, weights_only=True)
+    assert torch.equal(loaded["logits"], logits)
