@@ -23,8 +23,10 @@ demo: install
 test: install
 	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest
 
+# Unit tests only: nothing trains, nothing talks to MLflow, Prefect or Oxen (tests/markers.py
+# fails a test that does without its marker), on two processes.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not integration" -n 2
 
 lint: install
 	$(BIN)/ruff check flows tai callbacks infra tests benchmarks

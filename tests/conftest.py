@@ -31,6 +31,9 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Fails a test that trains, runs a flow or talks to an outside system without the marker.
+pytest_plugins = ("tests.markers", "pytester")
+
 
 @contextlib.contextmanager
 def process_state_restored():

@@ -6,6 +6,8 @@ import logging
 import os
 import warnings
 
+import pytest
+
 from tests.conftest import process_state_restored
 
 
@@ -28,6 +30,7 @@ def test_environment_logging_and_warning_filters_are_put_back():
     assert warnings.filters == before_filters
 
 
+@pytest.mark.integration
 def test_the_cli_leaves_no_tracking_uri_behind(workspace):
     """The CLI points MLflow at the workspace with setdefault: the autouse fixture removes
     it again, so the next test's workspace is not shadowed by this one's."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 from prefect import flow
 
@@ -67,6 +68,7 @@ def _brighten(dataset_root, factor: float) -> None:
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8), mode="L").save(png)
 
 
+@pytest.mark.integration
 def test_drift_between_two_commits_finds_the_changed_data(tiny_settings, tmp_path):
     source = write_tiny_dataset(tmp_path / "src", counts={"train": 30, "val": 6, "test": 6})
     first = commit_dataset(tiny_settings, tmp_path / "src", "first")

@@ -45,6 +45,7 @@ def _training_runs(settings) -> list:
     return MlflowStore(settings).runs(settings.experiment_name)
 
 
+@pytest.mark.integration
 def test_a_process_of_rank_above_zero_only_trains(tiny_settings, tiny_repo, no_launcher):
     import flows.tasks.training as training
 

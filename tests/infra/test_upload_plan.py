@@ -67,6 +67,7 @@ def test_a_prefix_cannot_leave_the_repository(prefix):
         clean_prefix(prefix)
 
 
+@pytest.mark.integration
 def test_an_oxen_upload_of_a_folder_with_an_escaping_link_commits_nothing(tmp_path, monkeypatch):
     from infra.datastore.oxen_store import OxenDataStore
 
