@@ -22,12 +22,17 @@ from flows.tasks.evaluation import (
     weights_config,
 )
 from flows.tasks.monitoring import fit_monitoring
-from flows.tasks.promotion import judge, register_and_promote
+from flows.tasks.promotion import discard_incomplete_versions, judge, register_and_promote
 from flows.tasks.training import train_model
 from infra.mlflow_store import MlflowStore, ModelVersionInfo
 from infra.settings import Settings, load_settings
 from tai import tags
 from tai.data.card import data_metrics, data_not_applicable
+
+# How long a failed run keeps trying to mark its MLflow run FAILED while the tracking server
+# does not answer (BUG-4): well under a minute, so a failed run does not hang; an outage that
+# outlasts it is mended by the next run (fail_orphaned_runs).
+FAIL_RUN_RETRY_S = 40.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ def tai_pipeline(
         data_version = resolve_data_version(store, commit or branch)
         lineage = lineage_tags(data_version, policy, inputs.requirements, settings)
         mlflow = MlflowStore(settings)
+        clean_up_after_failed_runs(mlflow, log)
         if not force:
             earlier = identical_version(mlflow, lineage)
             if earlier is not None:
@@ -99,7 +105,9 @@ def tai_pipeline(
         )
     card = data.card
 
-    run_id = mlflow.create_run(f"train@{data_version.commit_id[:10]}", lineage)
+    run_id = mlflow.create_run(
+        f"train@{data_version.commit_id[:10]}", {**lineage, **flow_run_tag()}
+    )
     try:
         with progress.stage("data drift"):
             drift = compare_with_baseline(
@@ -124,6 +132,7 @@ def tai_pipeline(
             mlflow.log_text(run_id, requirements_text, "requirements/tai-requirements.yaml")
         with progress.stage("training"):
             trained = train_model(settings, root, run_id)
+            mlflow.resume_run(run_id)  # Lightning's logger ended it; it goes on till the end
         with progress.stage("calibration"):
             calibrated = calibrate(trained, settings.target_coverage)
         with progress.stage("evaluation"):
@@ -184,7 +193,7 @@ def tai_pipeline(
             )
         mlflow.log_metrics(run_id, {f"time/{k}": v for k, v in progress.timings.items()})
     except BaseException:
-        mlflow.end_run(run_id, failed=True)
+        mark_failed(mlflow, run_id, log)
         raise
     mlflow.end_run(run_id)
     log.info(
@@ -206,6 +215,84 @@ def tai_pipeline(
         approval=promotion.approval.explain() if promotion.approval else "",
         note=promotion.note,
     )
+
+
+def flow_run_tag() -> dict[str, str]:
+    """The MLflow run's tag naming this Prefect flow run (see :func:`fail_orphaned_runs`)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    return {tags.FLOW_RUN: str(context.flow_run.id)}
+
+
+def mark_failed(mlflow: MlflowStore, run_id: str, log) -> None:
+    """Mark the MLflow run of a failed pipeline run FAILED, trying for
+    :data:`FAIL_RUN_RETRY_S` while the tracking server does not answer. Never raises: the
+    pipeline's own error is what the flow run must report, and a run left RUNNING is marked
+    FAILED by the next pipeline run (:func:`fail_orphaned_runs`)."""
+    try:
+        mlflow.end_run(run_id, failed=True, retry_for_s=FAIL_RUN_RETRY_S)
+    except Exception as exc:
+        log.warning(
+            "could not mark MLflow run %s FAILED (%s: %s); the next pipeline run will",
+            run_id,
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+        )
+
+
+def clean_up_after_failed_runs(mlflow: MlflowStore, log) -> None:
+    """What runs that failed while the tracking server was down left behind: MLflow runs
+    still RUNNING (BUG-4) and versions whose registration never completed (BUG-5). Best
+    effort: a failure here is logged, and the run goes on (if MLflow is down, the next step
+    says so)."""
+    try:
+        fail_orphaned_runs(mlflow, log)
+        discard_incomplete_versions(mlflow, log)
+    except Exception as exc:
+        log.warning("could not clean up after earlier failed runs: %s: %s", type(exc).__name__, exc)
+
+
+def fail_orphaned_runs(mlflow: MlflowStore, log) -> list[str]:
+    """Mark FAILED every MLflow run of the experiment that is still RUNNING although the
+    Prefect flow run that created it (its ``tai.flow_run_id`` tag) has ended.
+
+    A pipeline run marks its MLflow run FAILED when it fails; if the tracking server is
+    down then (and stays down past :data:`FAIL_RUN_RETRY_S`), or the process is killed, the
+    run stays RUNNING for ever. Prefect knows whether that flow run is over (COMPLETED,
+    FAILED, CRASHED, CANCELLED): then nobody will end the MLflow run, and this does. Why
+    the flow run's state and not the MLflow run's age: two pipeline runs may overlap (two
+    merges), and a live run must never be marked FAILED; a run without the tag (created
+    elsewhere, or before the tag existed) or whose flow run this Prefect API does not know
+    is left alone. Returns the MLflow runs marked FAILED.
+    """
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    orphans = []
+    running = [(r, t[tags.FLOW_RUN]) for r, t in mlflow.running_runs() if t.get(tags.FLOW_RUN)]
+    if not running:
+        return orphans
+    with get_client(sync_client=True) as client:
+        for run_id, flow_run_id in running:
+            try:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+            except (ObjectNotFound, ValueError):
+                continue  # not a flow run of this Prefect API: not ours to judge
+            if state is not None and state.is_final():
+                mlflow.end_run(run_id, failed=True)
+                orphans.append(run_id)
+                log.warning(
+                    "marked MLflow run %s FAILED: its flow run %s ended %s without ending it",
+                    run_id,
+                    flow_run_id,
+                    state.type.value,
+                )
+    return orphans
 
 
 def settings_params(settings: Settings) -> dict[str, object]:

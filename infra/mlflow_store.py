@@ -14,15 +14,16 @@ text and JSON artifacts are redacted, and a file holding a secret is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -39,9 +40,11 @@ from infra.integrity import (
 )
 from infra.settings import Settings
 from tai import tags
+from tai.tags import REGISTRATION, REGISTRATION_COMPLETE, REGISTRATION_PENDING
 
 __all__ = [
     "CHAMPION",
+    "ArtifactStoreError",
     "MODEL_SHA256_TAG",
     "WEIGHTS_SHA256_TAG",
     "IntegrityError",
@@ -58,6 +61,26 @@ _REDACTED_KEY = "REDACTED"  # MLflow keys allow no "*"
 # pyproject.toml), never deployment files or caches.
 _MODEL_CODE_PACKAGES = ("tai", "infra")
 _MODEL_CODE_SUFFIXES = (".py", ".yaml", ".html", ".j2")
+# Error codes with which a server answered a request (the run or version does not exist, the
+# request is wrong): asking again changes nothing. Any other failure (no connection, a 5xx
+# answer, a time-out) may pass, so :func:`retrying` tries again.
+_ANSWERS = frozenset(
+    {
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "INVALID_PARAMETER_VALUE",
+        "INVALID_STATE",
+        "BAD_REQUEST",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    }
+)
+T = TypeVar("T")
+
+
+class ArtifactStoreError(RegistryError):
+    """The artifact store refused a file while the tracking server answered (e.g. it is
+    full); the message names the store, the file and its size."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,14 @@ class ModelVersionInfo:
     @property
     def gates_passed(self) -> bool:
         return self.tags.get(tags.GATES_PASSED) == "true"
+
+    @property
+    def complete(self) -> bool:
+        """Whether its registration finished (``tai.registration=complete``). A version
+        registered before the tag existed has none and counts as complete; the pipeline
+        creates each version ``pending`` (in the same call), so none of its versions is
+        ever without the tag."""
+        return self.tags.get(REGISTRATION, REGISTRATION_COMPLETE) == REGISTRATION_COMPLETE
 
 
 class MlflowStore:
@@ -128,8 +159,44 @@ class MlflowStore:
         )
         return list(runs)
 
-    def end_run(self, run_id: str, *, failed: bool = False) -> None:
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    def end_run(self, run_id: str, *, failed: bool = False, retry_for_s: float = 0.0) -> None:
+        """Mark a run FINISHED (or FAILED), trying again for up to ``retry_for_s`` seconds
+        while the tracking server does not answer (see :func:`retrying`)."""
+        status = "FAILED" if failed else "FINISHED"
+        retrying(
+            lambda: self.client.set_terminated(run_id, status=status),
+            for_s=retry_for_s,
+        )
+
+    def resume_run(self, run_id: str) -> None:
+        """Mark a run RUNNING again after a library ended it early (Lightning's logger ends
+        the run when fitting ends): a pipeline's run is RUNNING until the pipeline ends it,
+        which is how a later run tells a run whose pipeline died (``fail_orphaned_runs``)."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    def running_runs(self) -> list[tuple[str, dict[str, str]]]:
+        """``(run id, tags)`` of every run of the settings' experiment still RUNNING."""
+        found = self.client.get_experiment_by_name(self.settings.experiment_name)
+        if found is None:
+            return []
+        runs = self.client.search_runs(
+            [found.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=10_000,
+        )
+        return [(run.info.run_id, dict(run.data.tags)) for run in runs]
+
+    def run_ended(self, run_id: str) -> bool:
+        """Whether a run is over: not RUNNING (or SCHEDULED), deleted, or gone."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            info = self.client.get_run(run_id).info
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return True
+            raise
+        return info.lifecycle_stage == "deleted" or info.status not in ("RUNNING", "SCHEDULED")
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, prefix: str = "") -> None:
         from mlflow.entities import Metric
@@ -153,16 +220,24 @@ class MlflowStore:
 
     def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
         text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default)
-        self.client.log_text(run_id, self._scrub(text), artifact_file)
+        self.log_text(run_id, text, artifact_file)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, self._scrub(text), artifact_file)
+        """Log a text file (secret settings' values redacted).
+
+        Raises:
+            ArtifactStoreError: the artifact store refused the file (see :meth:`_uploading`).
+        """
+        text = self._scrub(text)
+        with self._uploading(run_id, artifact_file, len(text.encode())):
+            self.client.log_text(run_id, text, artifact_file)
 
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Log a file as it is; refuses one that holds a secret setting's value.
 
         Raises:
             RegistryError: the file holds the value of a secret setting.
+            ArtifactStoreError: the artifact store refused the file (see :meth:`_uploading`).
         """
         data = Path(path).read_bytes()
         for name, secret in self._secrets.items():
@@ -171,7 +246,9 @@ class MlflowStore:
                     f"refusing to log {path} to run {run_id}: it holds the value of the secret "
                     f"setting `{name}`; remove the secret from the file."
                 )
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        name = f"{artifact_path}/{Path(path).name}" if artifact_path else Path(path).name
+        with self._uploading(run_id, name, len(data)):
+            self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_model(
         self,
@@ -190,6 +267,7 @@ class MlflowStore:
         threshold; it is logged as *models from code* (nothing pickled), with copies of the
         ``tai`` and ``infra`` packages as ``code_paths`` so that it serves where the project
         is not installed, and with its requirements named (sparing MLflow a slow inference).
+        The run keeps its status (MLflow's ``start_run`` would leave it FINISHED).
 
         Args:
             run_id: the run whose weights are served.
@@ -233,6 +311,7 @@ class MlflowStore:
             "max_batch": pyfunc_model.DEFAULT_MAX_BATCH if max_batch is None else max_batch,
         }
         mlflow.set_tracking_uri(self.settings.tracking_uri)
+        status = self.client.get_run(run_id).info.status
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             weights = self._download(run_id, "weights", folder / "download")
@@ -267,6 +346,8 @@ class MlflowStore:
                     input_example=example,
                     pip_requirements=_model_requirements(config),
                 )
+        if status != "FINISHED":  # leaving `start_run` ended it; its owner ends it
+            self.client.update_run(run_id, status=status)
         return info.model_uri
 
     def load_pyfunc(self, version: str = CHAMPION):
@@ -298,19 +379,25 @@ class MlflowStore:
             )
 
     # -- registry -----------------------------------------------------------------------
-    def register(self, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
+    def register(
+        self, model_uri: str, run_id: str, tags: Mapping[str, str], *, complete: bool = True
+    ) -> str:
         """Create a new model version with all its tags in one call; returns the version.
 
         Besides ``tags`` the version records the run's weights digest
-        (``tai.weights_sha256``, when the run logged weights) and one digest of every file of
-        the model (``tai.model_sha256``), which :meth:`load_pyfunc` checks.
+        (``tai.weights_sha256``, when the run logged weights), one digest of every file of
+        the model (``tai.model_sha256``), which :meth:`load_pyfunc` checks, and
+        ``tai.registration``: ``complete``, or with ``complete=False`` ``pending`` until
+        :meth:`complete_registration` (or :meth:`set_champion`); a pending version is left
+        out of :meth:`list_versions` and is never :meth:`champion`.
 
         Raises:
             IntegrityError: ``tags`` name a weights digest other than the run's.
         """
         from mlflow.exceptions import MlflowException
 
-        tags = self._scrub_map(tags)
+        state = REGISTRATION_COMPLETE if complete else REGISTRATION_PENDING
+        tags = {**self._scrub_map(tags), REGISTRATION: state}
         recorded = self._run_data(run_id).params.get(WEIGHTS_SHA256_TAG)
         given = tags.get(WEIGHTS_SHA256_TAG)
         if given is not None and recorded is not None and given != recorded:
@@ -338,17 +425,36 @@ class MlflowStore:
         return str(mv.version)
 
     def version_of_run(self, run_id: str) -> ModelVersionInfo | None:
-        """The version registered from ``run_id``, if any (a retry reuses it)."""
+        """The version registered from ``run_id``, complete or not (check ``.complete``):
+        a retry of the run's registration reuses it and completes it."""
         found = self.client.search_model_versions(f"name='{self.model_name}' and run_id='{run_id}'")
         return self._info(found[0]) if found else None
+
+    def complete_registration(self, version: str) -> None:
+        """The last step of a registration: tag the version ``tai.registration=complete``."""
+        self.client.set_model_version_tag(
+            self.model_name, version, REGISTRATION, REGISTRATION_COMPLETE
+        )
+
+    def incomplete_versions(self) -> list[ModelVersionInfo]:
+        """The versions whose registration has not completed (``pending``), oldest first."""
+        found = self.client.search_model_versions(f"name='{self.model_name}'")
+        pending = [v for v in map(self._info, found) if not v.complete]
+        return sorted(pending, key=lambda v: int(v.version))
 
     def delete_version(self, version: str) -> None:
         self.client.delete_model_version(self.model_name, version)
 
     def set_champion(self, version: str) -> None:
+        """Move the alias to ``version``, completing its registration first: the alias only
+        ever points at a complete version (a person's approval of a version whose flow run
+        died completes it here)."""
+        self.complete_registration(version)
         self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
 
     def champion(self) -> ModelVersionInfo | None:
+        """The version the alias points at; None when there is none (or, which
+        :meth:`set_champion` rules out, when its registration is not complete)."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -359,7 +465,8 @@ class MlflowStore:
             if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
-        return self._info(mv)
+        info = self._info(mv)
+        return info if info.complete else None
 
     def log_weights(self, run_id: str, state_dict: Mapping[str, Any], config: Mapping) -> str:
         """Log a state dict and the config that rebuilds its module (``weights/``).
@@ -405,7 +512,11 @@ class MlflowStore:
             (Path(tmp) / WEIGHTS_FILE).write_bytes(data)
             text = json.dumps(dict(config), sort_keys=True, default=_json_default)
             (Path(tmp) / "config.json").write_text(self._scrub(text))
-            self.client.log_artifacts(run_id, tmp, "weights")
+            # One file at a time, so that a refusal names the file (see _uploading).
+            for name in (WEIGHTS_FILE, "config.json"):
+                path = Path(tmp) / name
+                with self._uploading(run_id, f"weights/{name}", path.stat().st_size):
+                    self.client.log_artifact(run_id, str(path), "weights")
         return sha256
 
     def download_artifacts(self, run_id: str, artifact_path: str, dst: Path) -> Path:
@@ -467,12 +578,16 @@ class MlflowStore:
             ) from None
 
     def list_versions(self) -> list[ModelVersionInfo]:
+        """The versions whose registration completed, oldest first (a pending one is left
+        out: it is being registered, or its run failed and the next run deletes it)."""
         found = self.client.search_model_versions(f"name='{self.model_name}'")
         # search_model_versions leaves `aliases` empty; ask for the champion itself.
         champion = self.champion()
         versions = []
         for mv in found:
             info = self._info(mv)
+            if not info.complete:
+                continue
             if champion and info.version == champion.version and not info.is_champion:
                 info = ModelVersionInfo(
                     info.name, info.version, info.run_id, info.tags, [*info.aliases, CHAMPION]
@@ -511,6 +626,36 @@ class MlflowStore:
     def _run_data(self, run_id: str) -> Any:
         return self.client.get_run(run_id).data
 
+    @contextlib.contextmanager
+    def _uploading(self, run_id: str, name: str, size: int) -> Iterator[None]:
+        """Name the cause when the artifact store refuses a file.
+
+        A full artifact store behind a tracking server answers an upload with HTTP 500, and
+        the client reports only "too many 500 error responses". When an upload fails but
+        the tracking server still answers (the run can be read), the artifact store refused
+        the file: that is raised as one line naming the store, the file and its size. When
+        the server does not answer either, the upload's own error is raised (it is down).
+
+        Raises:
+            ArtifactStoreError: the upload failed while the tracking server answered.
+        """
+        import requests
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except (MlflowException, OSError, requests.RequestException) as err:
+            try:
+                uri = self.client.get_run(run_id).info.artifact_uri
+            except Exception:  # the server does not answer: not the artifact store's doing
+                uri = None
+            if uri is None:
+                raise
+            raise ArtifactStoreError(
+                f"the artifact store at {uri} refused {name} ({size} bytes): is it full? "
+                "see the tracking server's log"
+            ) from err
+
     def _recorded_weights_sha256(self, run_id: str) -> list[str | None]:
         data = self._run_data(run_id)
         return [data.params.get(WEIGHTS_SHA256_TAG), data.tags.get(WEIGHTS_SHA256_TAG)]
@@ -548,6 +693,33 @@ class MlflowStore:
         )
 
 
+def retrying(call: Callable[[], T], *, for_s: float, first_delay_s: float = 1.0) -> T:
+    """``call()``, tried again with back-off (1, 2, 4, ... s) while it fails for a reason
+    that may pass (the server does not answer, or answers 5xx), until ``for_s`` seconds have
+    passed since the first try; then its last error is raised. An answer from the server
+    (the run or version does not exist, a bad request: :data:`_ANSWERS`) is raised at once.
+
+    Each try is one client call with the client's own retries (``MLFLOW_HTTP_REQUEST_*``),
+    so the total can exceed ``for_s`` by one call; with ``for_s=0`` it is tried once.
+    """
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    deadline = time.monotonic() + for_s
+    delay = first_delay_s
+    while True:
+        try:
+            return call()
+        except MlflowException as exc:
+            if exc.error_code in _ANSWERS or time.monotonic() + delay > deadline:
+                raise
+        except (OSError, requests.RequestException):  # ConnectionError, TimeoutError, ...
+            if time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay *= 2
+
+
 def verify_manifest(folder: Path, expected: str | None, *, source: str) -> str:
     """Check the digest of every file of a downloaded model (see ``manifest_sha256``)."""
     if expected is None:
@@ -582,8 +754,7 @@ def _stage_model_code(dst: Path, config: Mapping[str, Any]) -> list[str]:
         ]
 
     sources = [
-        Path(importlib.import_module(package).__file__).parent
-        for package in _MODEL_CODE_PACKAGES
+        Path(importlib.import_module(package).__file__).parent for package in _MODEL_CODE_PACKAGES
     ]
     staged = []
     for source in [*sources, *model_code_paths(config)]:

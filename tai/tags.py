@@ -35,6 +35,16 @@ MODEL_SHA256 = "tai.model_sha256"
 DEFER_THRESHOLD = "tai.defer_threshold"
 PROMOTION = "tai.promotion"  # why a version that passed was not promoted
 ATC_THRESHOLD = "tai.atc_threshold"  # monitoring: ATC's confidence threshold on validation
+# registration (flows.tasks.promotion): a version is created `pending` and tagged `complete`
+# as the last step of its registration; a pending version is not listed, never champion, never
+# reused, and the next pipeline run deletes it (or completes it if a person decided on it).
+# A version without the tag was registered before it existed and counts as complete.
+REGISTRATION = "tai.registration"
+REGISTRATION_PENDING = "pending"
+REGISTRATION_COMPLETE = "complete"
+# on an MLflow run: the Prefect flow run that created it, so that a later run can mark it
+# FAILED when that flow run ended without doing so (the tracking server was down then)
+FLOW_RUN = "tai.flow_run_id"
 # human approval (infra.approvals)
 APPROVAL = "tai.approval"
 APPROVAL_REQUESTED_AT = "tai.approval.requested_at"

@@ -218,12 +218,23 @@ class Stackside:
 
         return MlflowClient(tracking_uri=self.stack.urls["mlflow"])
 
-    def versions(self) -> list[Any]:
+    def versions(self, *, pending: bool = False) -> list[Any]:
+        """The registered versions, oldest first: those whose registration completed (what
+        the project reads), or with ``pending`` every version the registry holds."""
+        from infra.mlflow_store import ModelVersionInfo
+
         found = self.mlflow.search_model_versions(f"name='{MODEL}'")
+        if not pending:
+            found = [
+                v
+                for v in found
+                if ModelVersionInfo(v.name, str(v.version), v.run_id, dict(v.tags), []).complete
+            ]
         return sorted(found, key=lambda v: int(v.version))
 
-    def versions_of(self, commit: str) -> list[Any]:
-        return [v for v in self.versions() if v.tags.get("tai.data.commit") == commit]
+    def versions_of(self, commit: str, *, pending: bool = False) -> list[Any]:
+        found = self.versions(pending=pending)
+        return [v for v in found if v.tags.get("tai.data.commit") == commit]
 
     def champion(self) -> str | None:
         from mlflow.exceptions import MlflowException
