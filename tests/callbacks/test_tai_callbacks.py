@@ -54,6 +54,7 @@ def _history(uri: str, run_id: str, key: str) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # an MLflow logger
 def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
     logger, uri = _mlflow(tmp_path)
     cbs = [
@@ -183,6 +184,7 @@ def test_robustness_callback_equals_corruption_accuracy_on_the_same_samples(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # an MLflow logger
 def test_interim_robustness_checks_measure_a_moving_share_and_log_no_means(tmp_path, loaders):
     logger, uri = _mlflow(tmp_path)
     cb, checks = _spy_robustness(
@@ -219,6 +221,7 @@ def test_interim_robustness_checks_measure_a_moving_share_and_log_no_means(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # an MLflow logger
 def test_an_unforeseen_end_of_the_fit_still_gets_the_final_check(tmp_path, loaders):
     """Early stopping decides after the checks of an epoch ran: the final check then runs
     in on_train_end, on the final weights, and is logged to the loggers."""
@@ -427,6 +430,7 @@ def test_adversarial_callback_equals_the_tai_function_on_the_same_samples(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # an MLflow logger
 def test_interim_adversarial_checks_attack_one_cell_and_log_no_mean(tmp_path, loaders):
     logger, uri = _mlflow(tmp_path)
     cb, checks = _spy_adversarial(
@@ -447,6 +451,7 @@ def test_interim_adversarial_checks_attack_one_cell_and_log_no_mean(tmp_path, lo
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # an MLflow logger
 def test_an_error_while_drawing_a_figure_fails_the_fit(tmp_path, loaders, monkeypatch):
     def broken(result):
         raise RuntimeError("no canvas")

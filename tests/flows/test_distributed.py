@@ -62,6 +62,7 @@ def test_a_process_of_rank_above_zero_only_trains(tiny_settings, tiny_repo, no_l
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_ddp_on_two_processes_registers_one_version(tiny_settings, tiny_repo, no_launcher):
     no_launcher.setenv("TAI_STRATEGY", "ddp")
     no_launcher.setenv("TAI_DEVICES", "2")
