@@ -107,6 +107,8 @@ def test_a_policy_that_asks_for_approval_rejects_when_nobody_answers(tiny_settin
     assert tags["tai.gates.passed"] == "true"
     assert tags["tai.approval"] == "rejected"
     assert "timeout rejects" in tags["tai.approval.reason"]
+    # A 3 s timeout is polled every 0.75 s (a quarter), not every 10 s: it ends on time.
+    assert tags["tai.approval.poll_s"] == "0.75"
     assert result.gates_passed and result.reasons == []
     assert "rejected" in result.approval and "timeout rejects" in result.approval
 
