@@ -26,6 +26,7 @@ because Oxen 0.65's Python API has no read by revision other than ``restore``:
 
 from __future__ import annotations
 
+import fcntl
 import filecmp
 import json
 import os
@@ -61,6 +62,8 @@ _OXEN_TIME = re.compile(
 _IGNORE_FILE = ".oxenignore"
 # One Oxen call at a time per process: they share OXEN_CONFIG_DIR and the working tree.
 _OXEN_LOCK = threading.RLock()
+# Repositories this process holds the file lock of (see _repository_lock): path -> (depth, fd).
+_HELD: dict[Path, tuple[int, int]] = {}
 
 
 class OxenDataStore(DataStore):
@@ -296,7 +299,7 @@ class OxenDataStore(DataStore):
                 f"no Oxen repository at {self.root}; create it first (`tai data import-sample` "
                 "creates it with the MNIST sample, or call create_repository())"
             )
-        with _OXEN_LOCK:
+        with _OXEN_LOCK, _repository_lock(self.root):
             previous = os.environ.get("OXEN_CONFIG_DIR")
             os.environ["OXEN_CONFIG_DIR"] = str(self._user_config_dir)
             try:
@@ -395,6 +398,38 @@ class OxenDataStore(DataStore):
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _repository_lock(root: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the repository across processes while Oxen works on it.
+
+    The embedded store is shared by processes (a worker's flow runs, `tai data merge`, the
+    webhook): a copy of ``.oxen`` made while another process commits or merges could read
+    a RocksDB folder whose files the other compacts away (seen on the integration stack:
+    "No such file or directory: .../.oxen/refs/000013.sst"). Reentrant within a process
+    (callers hold ``_OXEN_LOCK``, an RLock, so one thread at a time counts the depth).
+    """
+    root = Path(root).resolve()
+    depth, fd = _HELD.get(root, (0, -1))
+    if depth == 0:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root.parent / f".{root.name}.oxen-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+    _HELD[root] = (depth + 1, fd)
+    try:
+        yield
+    finally:
+        if depth == 0:
+            del _HELD[root]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        else:
+            _HELD[root] = (depth, fd)
 
 
 def _open_repo(path: Path) -> Any:

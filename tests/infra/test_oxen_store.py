@@ -340,3 +340,37 @@ def test_materialized_files_are_read_only(store, tmp_path):
 def test_materialize_wants_a_commit_id_not_a_branch(store):
     with pytest.raises(DataStoreError, match="materialize takes a commit id, got branch `main`"):
         store.materialize("main")
+
+
+_TRY_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print("free")
+except BlockingIOError:
+    print("held")
+"""
+
+
+def _lock_state(lock: Path) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _TRY_LOCK, str(lock)], capture_output=True, text=True, timeout=60
+    )
+    return done.stdout.strip()
+
+
+def test_other_processes_wait_while_oxen_works_on_the_repository(store, tmp_path):
+    """A copy of `.oxen` made while another process commits could read RocksDB files that
+    the other compacts away: each process holds the repository's file lock while Oxen works,
+    also through nested calls (the lock is reentrant within a process)."""
+    lock = store.root.parent / f".{store.root.name}.oxen-lock"
+    with store._oxen("hold the repository"):
+        assert _lock_state(lock) == "held"
+        # Nested use in this process does not wait for itself, and keeps the lock.
+        assert store.resolve("main") == store.version("main").commit_id
+        assert _lock_state(lock) == "held"
+    assert _lock_state(lock) == "free"
