@@ -414,7 +414,8 @@ def explain_model(
         n_steps: Integrated Gradients steps.
         class_mean_samples: images per class averaged into the class-mean map.
         seed: seeds every random choice.
-        batch_size: images of the quality sample read and explained at once.
+        batch_size: images of the quality sample read and explained at once, and the most
+            images (examples x steps) of one Integrated Gradients pass.
 
     Raises:
         ValueError: an unknown method, a class with too few images in the selection half,
@@ -434,8 +435,11 @@ def explain_model(
     loaded = dict(zip(shown, load_images(torch.tensor(shown)), strict=True))
     index = torch.tensor([pc.prototypes[c][0] for c in classes])
     x, y = torch.stack([loaded[i] for i in index.tolist()]), targets[index]
-    ig = integrated_gradients(model, x, y, n_steps=n_steps)
-    method_maps = {m: attribute(model, x, y, method=m, n_steps=n_steps).maps for m in methods}
+    ig = integrated_gradients(model, x, y, n_steps=n_steps, internal_batch_size=batch_size)
+    method_maps = {
+        m: attribute(model, x, y, method=m, n_steps=n_steps, batch_size=batch_size).maps
+        for m in methods
+    }
     method_maps["integrated_gradients"] = ig.maps
     sample = explanation_quality(
         model,
@@ -462,7 +466,7 @@ def explain_model(
         return torch.stack([loaded[i] for i in indices]) if indices else x[:0]
 
     class_means, class_mean_indices = _class_means(
-        model, load_images, targets, classes, class_mean_samples, n_steps, seed
+        model, load_images, targets, classes, class_mean_samples, n_steps, seed, batch_size
     )
 
     return Explanations(
@@ -493,6 +497,7 @@ def _class_means(
     k: int,
     n_steps: int,
     seed: int,
+    batch_size: int = 64,
 ) -> tuple[Tensor, dict[int, list[int]]]:
     """Mean IG map over up to ``k`` random images of each class (only those are read),
     and the images of each class it averages."""
@@ -501,7 +506,9 @@ def _class_means(
     for c in classes:
         members = torch.nonzero(targets == c).flatten()
         pick = members[torch.randperm(len(members), generator=generator)[:k]]
-        maps = integrated_gradients(model, load_images(pick), targets[pick], n_steps=n_steps).maps
+        maps = integrated_gradients(
+            model, load_images(pick), targets[pick], n_steps=n_steps, internal_batch_size=batch_size
+        ).maps
         means.append(maps.mean(0))
         picked[int(c)] = pick.tolist()
     return torch.stack(means).detach(), picked

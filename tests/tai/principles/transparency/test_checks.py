@@ -327,3 +327,22 @@ def test_the_report_keeps_the_prototypes_gallery_and_maps(outcome):
     assert len(section["deletion_auc"]) == len(section["convergence_delta"]) == 3
     assert set(section["sanity_check"]) == set(e.method_maps)
     assert np.isfinite(result.values["ig_convergence_delta"])
+
+
+def test_the_class_mean_maps_pass_at_most_the_batch_size_through_the_model():
+    """Integrated Gradients of the class means (16 images a class) and of the prototypes
+    ran 64 images (examples x steps) a pass whatever the batch size: their gradients
+    through large images dominated the check's memory. Now ``batch_size`` bounds a pass."""
+    from tai.principles.transparency.explanations import _class_means
+
+    ctx = _context()
+    sizes: list[int] = []
+    hook = ctx.model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    try:
+        maps, picked = _class_means(
+            ctx.model, ctx.images, ctx.targets, [0, 1, 2], 16, 8, 0, batch_size=16
+        )
+    finally:
+        hook.remove()
+    assert maps.shape[0] == 3 and all(len(p) == 16 for p in picked.values())
+    assert sizes and max(sizes) <= 16, sorted(set(sizes))
