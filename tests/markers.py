@@ -64,4 +64,8 @@ def pytest_runtest_call(item):
 
 
 def pytest_configure(config):
+    # xdist's controller runs no test: only its workers (and a plain run) need the watch,
+    # and the imports it takes cost the controller seconds before any worker starts.
+    if config.getoption("numprocesses", default=None) and not hasattr(config, "workerinput"):
+        return
     install()
