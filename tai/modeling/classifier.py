@@ -8,6 +8,7 @@ Both take images in ``[0, 1]`` (normalisation, if any, happens inside), return l
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -47,8 +48,10 @@ def replace_submodule(module: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-class _TaiModel(nn.Module):
-    """What both model shapes share: identity, input contract and backbone freezing."""
+class _TaiModel(nn.Module, abc.ABC):
+    """What both model shapes share: identity, input contract and backbone freezing.
+
+    Abstract: a model shape names its backbone and its head's parameters."""
 
     def _init_identity(
         self,
@@ -71,11 +74,13 @@ class _TaiModel(nn.Module):
         self._frozen: list[nn.Parameter] = []
 
     # -- freezing ---------------------------------------------------------------------
+    @abc.abstractmethod
     def _backbone(self) -> nn.Module:
-        raise NotImplementedError
+        """The module that is frozen with the backbone (everything but the head)."""
 
+    @abc.abstractmethod
     def _head_parameters(self) -> list[nn.Parameter]:
-        raise NotImplementedError
+        """The classification head's parameters."""
 
     def head_parameters(self) -> Iterator[nn.Parameter]:
         """The classification head's parameters (trained even with a frozen backbone)."""

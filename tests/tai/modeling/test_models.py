@@ -201,3 +201,14 @@ def test_backbone_and_head_parameters_split_the_model():
     head = list(model.head_parameters())
     backbone = list(model.backbone_parameters())
     assert len(head) == 2 and len(head) + len(backbone) == len(list(model.parameters()))
+
+
+def test_a_model_shape_must_name_its_backbone_and_head():
+    from tai.modeling.classifier import _TaiModel
+
+    class NoHead(_TaiModel):
+        def _backbone(self):
+            return self
+
+    with pytest.raises(TypeError, match="_head_parameters"):
+        NoHead()
