@@ -41,8 +41,6 @@ __all__ = ["METHODS", "AttributionMaps", "attribute", "default_target_layer"]
 
 METHODS = ("integrated_gradients", "saliency", "gradcam", "occlusion")
 
-# Most images (examples x occlusion windows) in one forward pass.
-_MAX_BATCH = 256
 _NAMES_SHOWN = 12
 
 
@@ -88,7 +86,8 @@ def attribute(
         occlusion_window: side (or ``(height, width)``) of the occluding window; default
             ``max(1, round(min(H, W) / 7))`` (4 pixels on 28x28 images), stride half the
             window. Ignored by the other methods.
-        batch_size: most images per pass (for IG: interpolated images, examples x steps).
+        batch_size: most images per pass (for IG: interpolated images, examples x steps;
+            for occlusion: occluded copies).
 
     Returns:
         :class:`AttributionMaps`.
@@ -137,7 +136,7 @@ def attribute(
                     attr, tuple(x.shape[2:]), interpolate_mode="bilinear"
                 )
             else:
-                attr = _occlusion(model, x, t, window)
+                attr = _occlusion(model, x, t, window, batch_size)
             maps.append(attr.detach())
     return AttributionMaps(method, torch.cat(maps), None, layer_name)
 
@@ -181,7 +180,9 @@ def _occlusion_window(window: int | tuple[int, int] | None, inputs: Tensor) -> t
     return size
 
 
-def _occlusion(model: nn.Module, x: Tensor, target: Tensor, window: tuple[int, int]) -> Tensor:
+def _occlusion(
+    model: nn.Module, x: Tensor, target: Tensor, window: tuple[int, int], batch_size: int
+) -> Tensor:
     channels = x.shape[1]
     strides = (channels, max(1, window[0] // 2), max(1, window[1] // 2))
     with torch.no_grad():
@@ -191,5 +192,6 @@ def _occlusion(model: nn.Module, x: Tensor, target: Tensor, window: tuple[int, i
             strides=strides,
             baselines=0.0,
             target=target,
-            perturbations_per_eval=max(1, _MAX_BATCH // len(x)),
+            # captum runs len(x) x perturbations_per_eval occluded images a pass.
+            perturbations_per_eval=max(1, batch_size // len(x)),
         )

@@ -244,6 +244,7 @@ def infidelity_score(
     noise_std: float = 0.1,
     multiply_by_inputs: bool = True,
     baseline: float = 0.0,
+    batch_size: int = 128,
 ) -> InfidelityResult:
     """Infidelity (Yeh et al., 2019) of attribution maps, via ``captum.metrics.infidelity``.
 
@@ -269,15 +270,19 @@ def infidelity_score(
         noise_std: standard deviation of ``eps``, positive.
         multiply_by_inputs: see above.
         baseline: reference value of the multiplicative perturbation.
+        batch_size: most perturbed images in one forward pass (captum's
+            ``max_examples_per_batch``; otherwise all ``N x n_perturb`` go at once).
 
     Returns:
         :class:`InfidelityResult` with ``(N,)`` scores.
 
     Raises:
-        ValueError: on wrong shapes, a bad target, ``n_perturb < 1`` or ``noise_std <= 0``.
+        ValueError: on wrong shapes, a bad target, ``n_perturb < 1``, ``noise_std <= 0``
+            or ``batch_size < 1``.
     """
     _check_images(inputs)
     _check_positive("n_perturb", n_perturb)
+    _check_positive("batch_size", batch_size)
     if not noise_std > 0:
         raise ValueError(f"noise_std must be positive, got {noise_std}.")
     maps = _broadcast_maps(attributions, inputs)
@@ -299,6 +304,7 @@ def infidelity_score(
             maps,
             target=target,
             n_perturb_samples=n_perturb,
+            max_examples_per_batch=_examples_per_pass(len(inputs), n_perturb, batch_size),
             normalize=normalize,
         )
     # A mean of squares; the normalised form (beta^2 a - 2 beta b + c) can round below 0.
@@ -316,6 +322,7 @@ def sensitivity_score(
     seed: int = 0,
     target_layer: str | None = None,
     n_steps: int = 32,
+    batch_size: int = 64,
 ) -> SensitivityResult:
     """Max-sensitivity (Yeh et al., 2019) of a method, via ``captum.metrics.sensitivity_max``.
 
@@ -334,23 +341,32 @@ def sensitivity_score(
         target_layer: GradCAM's layer (see
         :func:`~tai.principles.transparency.attribution_methods.attribute`).
         n_steps: Integrated Gradients' quadrature points.
+        batch_size: most images in one pass: perturbed images explained at once (captum's
+            ``max_examples_per_batch``) and images of one pass inside the method.
 
     Returns:
         :class:`SensitivityResult` with ``(N,)`` scores.
 
     Raises:
-        ValueError: on an unknown method, wrong shapes, a bad target, ``n_perturb < 1`` or
-            ``radius <= 0``.
+        ValueError: on an unknown method, wrong shapes, a bad target, ``n_perturb < 1``,
+            ``radius <= 0`` or ``batch_size < 1``.
     """
     _check_images(inputs)
     _check_positive("n_perturb", n_perturb)
+    _check_positive("batch_size", batch_size)
     if not radius > 0:
         raise ValueError(f"radius must be positive, got {radius}.")
     with _eval_mode(model):
         _check_target(model, inputs, target)
     # Fails fast on an unknown method or layer, before captum's batched calls.
     attribute(
-        model, inputs[:1], target[:1], method=method, target_layer=target_layer, n_steps=n_steps
+        model,
+        inputs[:1],
+        target[:1],
+        method=method,
+        target_layer=target_layer,
+        n_steps=n_steps,
+        batch_size=batch_size,
     )
     generator = torch.Generator().manual_seed(seed)
 
@@ -367,6 +383,7 @@ def sensitivity_score(
             method=method,
             target_layer=target_layer,
             n_steps=n_steps,
+            batch_size=batch_size,
         ).maps
         return (maps,) if isinstance(x, tuple) else maps
 
@@ -377,6 +394,7 @@ def sensitivity_score(
             perturb_func=perturb,
             perturb_radius=radius,
             n_perturb_samples=n_perturb,
+            max_examples_per_batch=_examples_per_pass(len(inputs), n_perturb, batch_size),
             target=target.clone().to(inputs.device),
         )
     return SensitivityResult(scores=scores.detach().flatten(), method=method)
@@ -393,6 +411,7 @@ def randomisation_sanity_check(
     mode: str = "full",
     target_layer: str | None = None,
     n_steps: int = 32,
+    batch_size: int = 64,
 ) -> SanityResult:
     """Model randomisation test (Adebayo et al., 2018) of an attribution method.
 
@@ -418,6 +437,8 @@ def randomisation_sanity_check(
         target_layer: GradCAM's layer (see
         :func:`~tai.principles.transparency.attribution_methods.attribute`).
         n_steps: Integrated Gradients' quadrature points.
+        batch_size: most images in one pass through either model (see
+            :func:`~tai.principles.transparency.attribution_methods.attribute`).
 
     Returns:
         :class:`SanityResult`.
@@ -434,7 +455,13 @@ def randomisation_sanity_check(
 
     def heat(net: nn.Module) -> Tensor:
         maps = attribute(
-            net, inputs, target, method=method, target_layer=target_layer, n_steps=n_steps
+            net,
+            inputs,
+            target,
+            method=method,
+            target_layer=target_layer,
+            n_steps=n_steps,
+            batch_size=batch_size,
         ).maps
         return _pixel_heat(maps)
 
@@ -587,3 +614,10 @@ def _reinitialise(module: nn.Module) -> None:
     for parameter in module.parameters(recurse=False):
         scale = float(parameter.std()) if parameter.numel() > 1 else 1.0
         parameter.normal_(0.0, scale or 1.0)
+
+
+def _examples_per_pass(n: int, n_perturb: int, batch_size: int) -> int:
+    """captum's ``max_examples_per_batch`` for at most ``batch_size`` perturbed images a
+    pass: it slices the perturbations, never the examples, so a pass holds at least all
+    ``n`` examples once and at most ``n x n_perturb`` (outside that range it warns)."""
+    return max(n, min(batch_size, n * n_perturb))

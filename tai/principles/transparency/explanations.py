@@ -277,7 +277,8 @@ def explanation_quality(
         methods: the methods of the randomisation check.
         n_steps: Integrated Gradients steps.
         seed: seeds the perturbations and the randomised model.
-        batch_size: images read and explained at once.
+        batch_size: images read and explained at once, and the most images in any one
+            pass through the model (steps, perturbations and occlusions included).
 
     Raises:
         ValueError: an empty ``index``, an unknown method or ``batch_size < 1``.
@@ -294,10 +295,16 @@ def explanation_quality(
     deltas = []
     for k, chunk in enumerate(index.split(batch_size)):
         x, y = load_images(chunk), targets[chunk]
-        ig = integrated_gradients(model, x, y, n_steps=n_steps)
-        parts["deletion_auc"].append(deletion_auc(model, x, ig.maps, y).auc)
-        parts["insertion_auc"].append(insertion_auc(model, x, ig.maps, y).auc)
-        parts["infidelity"].append(infidelity_score(model, x, ig.maps, y, seed=seed + k).scores)
+        # Every pass below runs at most `batch_size` images through the model, whatever
+        # the steps or perturbations it needs (at 224x224 these passes were the memory).
+        ig = integrated_gradients(model, x, y, n_steps=n_steps, internal_batch_size=batch_size)
+        parts["deletion_auc"].append(deletion_auc(model, x, ig.maps, y, batch_size=batch_size).auc)
+        parts["insertion_auc"].append(
+            insertion_auc(model, x, ig.maps, y, batch_size=batch_size).auc
+        )
+        parts["infidelity"].append(
+            infidelity_score(model, x, ig.maps, y, seed=seed + k, batch_size=batch_size).scores
+        )
         parts["sensitivity"].append(
             sensitivity_score(
                 model,
@@ -307,11 +314,19 @@ def explanation_quality(
                 n_perturb=SENSITIVITY_PERTURBATIONS,
                 n_steps=n_steps,
                 seed=seed + k,
+                batch_size=batch_size,
             ).scores
         )
         for m in methods:
             check = randomisation_sanity_check(
-                model, x, y, method=m, seed=seed, n_steps=n_steps, threshold=SANITY_THRESHOLD
+                model,
+                x,
+                y,
+                method=m,
+                seed=seed,
+                n_steps=n_steps,
+                threshold=SANITY_THRESHOLD,
+                batch_size=batch_size,
             )
             parts[f"sanity_{m}_correlation"].append(check.correlations)
         deltas.append(ig.convergence_delta)
@@ -474,7 +489,7 @@ def explain_model(
         labels=y.tolist(),
         images=x,
         attributions=ig.maps.detach(),
-        deletion_auc=deletion_auc(model, x, ig.maps, y).auc.tolist(),
+        deletion_auc=deletion_auc(model, x, ig.maps, y, batch_size=batch_size).auc.tolist(),
         convergence_delta=ig.convergence_delta.tolist(),
         criticism_indices={int(c): list(pc.criticisms[c]) for c in classes},
         prototype_indices={int(c): list(pc.prototypes[c]) for c in classes},

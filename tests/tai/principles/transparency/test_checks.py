@@ -346,3 +346,22 @@ def test_the_class_mean_maps_pass_at_most_the_batch_size_through_the_model():
         hook.remove()
     assert maps.shape[0] == 3 and all(len(p) == 16 for p in picked.values())
     assert sizes and max(sizes) <= 16, sorted(set(sizes))
+
+
+def test_the_whole_check_passes_at_most_the_batch_size_through_the_model():
+    """At 224x224 the quality sample's forward passes held the check's memory: deletion
+    and insertion ran up to 128 images a pass (images x steps), infidelity and
+    max-sensitivity all their perturbed copies, occlusion up to 256 occluded copies,
+    whatever ``batch_size``. Now every pass of the check, through the model and its
+    randomised copy (the hook is copied with it), holds at most ``batch_size`` images."""
+    ctx = _context()
+    sizes: list[int] = []
+    hook = ctx.model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    try:
+        result = _run(ExplanationCheck(ig_steps=IG_STEPS, quality_budget=20, batch_size=8), ctx)
+    finally:
+        hook.remove()
+    assert len(result.detail.quality_sample.indices) == 20
+    quality = ("deletion_auc", "insertion_auc", "infidelity", "sensitivity", "sanity_failures")
+    assert all(np.isfinite(result.values[name]) for name in quality)
+    assert len(sizes) > 100 and max(sizes) <= 8, sorted(set(sizes))
