@@ -23,19 +23,22 @@ gates:
     max: 1.0
 """
 
+# The settings of a one-epoch run on the tiny dataset, without their TAI_ prefix.
+TINY_ENV = {
+    "DATASET": "tiny",
+    "MAX_EPOCHS": "1",
+    "BATCH_SIZE": "16",
+    "TAI_BUDGET": "16",
+    "REQUIREMENTS_FILE": "",
+}
+
 
 @pytest.fixture
 def tiny_settings(workspace, tmp_path, monkeypatch):
     """Settings for a one-epoch run on a tiny dataset, with a lenient policy."""
     policy = tmp_path / "policy.yaml"
     policy.write_text(LENIENT)
-    for key, value in {
-        "DATASET": "tiny",
-        "MAX_EPOCHS": "1",
-        "BATCH_SIZE": "16",
-        "TAI_BUDGET": "16",
-        "POLICY_FILE": str(policy),
-    }.items():
+    for key, value in {**TINY_ENV, "POLICY_FILE": str(policy)}.items():
         monkeypatch.setenv(f"TAI_{key}", value)
     return load_settings()
 
