@@ -147,6 +147,12 @@ def models() -> None:
     typer.echo(
         versions_table(versions, {v.version: store.test_metrics(v.run_id) for v in versions})
     )
+    pending = [v.version for v in store.incomplete_versions()]
+    if pending:
+        typer.echo(
+            f"not listed: version {', '.join(pending)} (registration not complete: a run is "
+            "registering it, or its run failed and the next `tai run` deletes it)"
+        )
 
 
 @app.command()

@@ -105,6 +105,22 @@ def test_models_lists_every_version_with_its_commit_metrics_gates_and_champion(r
     ]
 
 
+def test_models_names_the_versions_whose_registration_is_not_complete(workspace, registry):
+    store = MlflowStore(workspace)
+    third = _register(store, metrics={"accuracy": 0.75}, version_tags={})
+    store.client.set_model_version_tag(
+        store.model_name, third, tags.REGISTRATION, tags.REGISTRATION_PENDING
+    )
+    result = _run("models")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[2:-1]] == ["1", "2"]
+    assert lines[-1] == (
+        "not listed: version 3 (registration not complete: a run is registering it, or its "
+        "run failed and the next `tai run` deletes it)"
+    )
+
+
 def test_report_prints_the_path_of_the_champions_trust_report(registry):
     report, _ = registry
     for args in (["report"], ["report", "champion"], ["report", "1"]):
