@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/scale.py --images 5000 --size 64
     .venv/bin/python benchmarks/scale.py --images 5000 --size 224 --mixed
     .venv/bin/python benchmarks/scale.py --images 5000 --size 64 --model resnet18
+    .venv/bin/python benchmarks/scale.py --images 2000 --size 64 --reruns 3
 
 A data set of coloured shapes (disc, square, triangle, cross) on noisy backgrounds, RGB
 PNGs, split 70/15/15, is written to a temporary folder (``--mixed``: each image of a
@@ -21,6 +22,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,6 +120,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="TAI_NUM_WORKERS")
     parser.add_argument("--budget", type=int, help="TAI_BUDGET (default: the setting's)")
     parser.add_argument("--keep", type=Path, help="keep the workspace here")
+    parser.add_argument(
+        "--reruns", type=int, default=0, help="then time N unchanged re-runs (median printed)"
+    )
     args = parser.parse_args()
     tai = shutil.which("tai", path=str(Path(sys.executable).parent))
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,6 +165,14 @@ def main() -> None:
             (work / "run.log").write_text(text)
         if proc.returncode != 0:
             sys.exit(f"tai run failed ({proc.returncode}):\n{text[-3000:]}")
+        reruns = []
+        for _ in range(args.reruns):
+            # The same commit, code and settings: the run must answer with the version.
+            t0 = time.perf_counter()
+            again = subprocess.run([tai, "run"], cwd=work, env=env, capture_output=True, text=True)
+            reruns.append(time.perf_counter() - t0)
+            if again.returncode != 0 or "unchanged" not in again.stdout:
+                sys.exit(f"the unchanged re-run did not reuse the version:\n{again.stdout[-2000:]}")
     stages = dict(re.findall(r"^([a-z][a-z ]*?) done in ([\d.]+) s$", text, re.M))
     label = f"{args.images:,} RGB {args.size}x{args.size}"
     label += " (mixed sizes)" if args.mixed else ""
@@ -167,6 +180,9 @@ def main() -> None:
     for name, value in sorted(each.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  peak {value / 2**30:.2f} GB  {name}")
     print(f"load: {os.getloadavg()[0]:.1f}; generate {generated:.0f} s; commit {committed:.0f} s")
+    if reruns:
+        each_s = ", ".join(f"{r:.1f}" for r in reruns)
+        print(f"unchanged re-run: median {statistics.median(reruns):.1f} s ({each_s})")
     print(
         f"| {label} | {args.model} | {wall:.0f} s | "
         + ", ".join(f"{k} {float(v):.0f}" for k, v in stages.items())
