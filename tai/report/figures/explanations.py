@@ -168,8 +168,13 @@ def prototype_figure(
     heat = attributions if attributions.ndim == 3 else attributions.sum(dim=1)
     heat = heat.detach().float().cpu()
 
-    fig = Figure(figsize=(2.2 * n, 4.6), layout="constrained")
+    # Fixed margins, not layout="constrained": with a colour bar per map the constrained
+    # solver was half the cost of drawing and saving the figure (0.61 -> 0.30 s CPU for
+    # ten prototypes), and the prototypes callback draws it during training.
+    width = 2.2 * n  # inches; the margins below are fixed in inches
+    fig = Figure(figsize=(width, 4.6))
     FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.45 / width, right=1 - 0.4 / width, bottom=0.02, top=0.92)
     axes = fig.subplots(2, n, squeeze=False)
     for j in range(n):
         top, bottom = axes[0, j], axes[1, j]
