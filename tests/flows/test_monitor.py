@@ -17,10 +17,8 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.monitor import EXPERIMENT
 from infra.mlflow_store import MlflowStore
-from infra.settings import load_settings
 from tai import tags
-from tests.conftest import process_state_restored, write_tiny_dataset
-from tests.flows.conftest import TINY_ENV, commit_dataset
+from tests.flows.conftest import copy_workspace, train_champion
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -60,42 +58,16 @@ def tai(*args: str):
 
 @pytest.fixture(scope="module")
 def _champion(tmp_path_factory):
-    """One champion for the module, trained once (about 10 s a test saved): the workspace
-    it was trained in, and the tiny dataset's folder."""
+    """One champion for the module, trained once (about 10 s a test saved)."""
     root = tmp_path_factory.mktemp("champion")
-    source = write_tiny_dataset(root / "src", counts={"train": 60, "val": 30, "test": 30})
-    (root / "policy.yaml").write_text(POLICY)
-    with process_state_restored(), pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        for key, value in {**TINY_ENV, "WORKSPACE": str(root / ".tai")}.items():
-            patch.setenv(f"TAI_{key}", value)
-        patch.setenv("TAI_POLICY_FILE", str(root / "policy.yaml"))
-        settings = load_settings()
-        commit_dataset(settings, root / "src")
-        result = tai("run")
-        assert result.exit_code == 0, result.output
-    trained = settings.workspace_dir
-    (trained / "mlartifacts").rename(trained / "mlartifacts.trained")
-    return trained, source
+    return train_champion(root, POLICY, counts={"train": 60, "val": 30, "test": 30})
 
 
 @pytest.fixture
 def deployed(_champion, tiny_settings):
-    """A copy of the module's champion workspace that this test may change at will.
-
-    The registry holds absolute artifact paths into the workspace the champion was trained
-    in, so that workspace's ``mlartifacts`` is a link to this copy's: the model and its
-    monitoring reference are read from, and deleted in, the test's own copy. Everything
-    else (the registry's database, the Oxen repository, Prefect's home) is at a new path,
-    so no handle cached by an earlier test sees it."""
-    trained, source = _champion
-    copy = tiny_settings.workspace_dir
-    shutil.copytree(
-        trained, copy, ignore=shutil.ignore_patterns("mlartifacts*"), dirs_exist_ok=True
-    )
-    shutil.copytree(trained / "mlartifacts.trained", copy / "mlartifacts")
-    (trained / "mlartifacts").unlink(missing_ok=True)
-    (trained / "mlartifacts").symlink_to(copy / "mlartifacts")
+    """A copy of the module's champion workspace that this test may change at will."""
+    trained, source, _ = _champion
+    copy_workspace(trained, tiny_settings.workspace_dir)
     tiny_settings.policy_file.write_text(POLICY)
     return tiny_settings, source
 

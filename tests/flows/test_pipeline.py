@@ -10,7 +10,7 @@ import flows.tasks.promotion as promotion
 from flows.lineage import PROJECT_ROOT, code_version
 from flows.pipeline import tai_pipeline
 from infra.mlflow_store import MlflowStore
-from tests.flows.conftest import IMPOSSIBLE
+from tests.flows.conftest import IMPOSSIBLE, LENIENT, copy_workspace, train_champion
 from tests.secret_scan import mlflow_leaks, secret_values
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -25,6 +25,22 @@ def _head_commit() -> str:
         text=True,
         check=True,
     ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def _trained(tmp_path_factory):
+    """Version 1, the champion, trained once for the tests that start from it."""
+    return train_champion(tmp_path_factory.mktemp("champion"), LENIENT)
+
+
+@pytest.fixture
+def champion(_trained, tiny_settings):
+    """This test's copy of a workspace whose version 1 is the champion; the first run's
+    result. (The tests that start from nothing, or from other settings, train their own.)"""
+    trained, _, first = _trained
+    assert first.promoted and first.version == "1"
+    copy_workspace(trained, tiny_settings.workspace_dir)
+    return first
 
 
 def test_pipeline_registers_with_lineage_and_gates_decide_the_champion(tiny_settings, tiny_repo):
@@ -113,10 +129,10 @@ def test_a_policy_that_asks_for_approval_rejects_when_nobody_answers(tiny_settin
     assert "rejected" in result.approval and "timeout rejects" in result.approval
 
 
-def test_tampered_champion_weights_are_refused_and_nothing_is_registered(tiny_settings, tiny_repo):
+def test_tampered_champion_weights_are_refused_and_nothing_is_registered(tiny_settings, champion):
     from infra.integrity import IntegrityError
 
-    first = tai_pipeline(branch="main", settings=tiny_settings)
+    first = champion
     weights = next(
         tiny_settings.workspace_dir.glob(f"mlartifacts/**/{first.run_id}/**/state_dict.pt")
     )
@@ -185,14 +201,12 @@ def test_a_users_corruption_runs_in_callbacks_report_and_gates(tiny_settings, ti
 
 
 def test_a_version_judged_against_a_champion_that_moved_meanwhile_is_not_promoted(
-    tiny_settings, tiny_repo, monkeypatch
+    tiny_settings, champion, monkeypatch
 ):
     """Two runs started by two quick merges both judged against the same champion: the one
     that finishes second must not move `champion` on a comparison that is out of date."""
     import flows.pipeline
 
-    first = tai_pipeline(branch="main", settings=tiny_settings)
-    assert first.promoted
     # This run is judged as if no champion existed yet (it loaded it before the first run
     # was promoted): by the time it is promoted, `champion` is version 1.
     monkeypatch.setattr(flows.pipeline, "load_champion", lambda store: None)
@@ -245,8 +259,8 @@ def test_after_approval_a_failure_keeps_the_version_and_a_retry_neither_register
     assert registry.get_version("1").tags["tai.approval.reviewer"] == "alice"
 
 
-def test_an_unchanged_rerun_returns_the_version_without_training(tiny_settings, tiny_repo):
-    first = tai_pipeline(branch="main", settings=tiny_settings)
+def test_an_unchanged_rerun_returns_the_version_without_training(tiny_settings, champion):
+    first = champion
     again = tai_pipeline(branch="main", settings=tiny_settings)
     assert again.version == first.version and again.reused
     assert again.run_id == first.run_id and set(again.metrics) == set(first.metrics)
