@@ -20,8 +20,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tai demo
 
+# Every test: the unit tests on two processes (as test-fast), then the tests that train or
+# talk to MLflow, Prefect or Oxen one at a time (they share Prefect's temporary server and
+# the machine's two cores).
 test: install
-	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m "not slow and not integration" -n 2
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m "slow or integration"
 
 # Unit tests only: nothing trains, nothing talks to MLflow, Prefect or Oxen (tests/markers.py
 # fails a test that does without its marker), on two processes.
