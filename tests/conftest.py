@@ -6,9 +6,11 @@ temporary folder here, before any test imports it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,6 +18,9 @@ from pathlib import Path
 import pytest
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="tai-tests-"))
+# Removed when the process ends: registered first, it runs after the exit handlers that
+# stop what the tests started (Prefect's temporary server keeps its database here).
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 # TAI_TESTS_NORMAL_EXIT is the harness's own switch (see the end of this file), not a setting.
 for key in [k for k in os.environ if k.startswith("TAI_") and k != "TAI_TESTS_NORMAL_EXIT"]:
     del os.environ[key]
@@ -129,7 +134,6 @@ def pytest_sessionfinish(session, exitstatus):
 def pytest_unconfigure(config):
     if not _EXIT_STATUS or os.environ.get("TAI_TESTS_NORMAL_EXIT"):
         return
-    import atexit
     import sys
 
     sys.stdout.flush()
