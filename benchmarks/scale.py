@@ -83,12 +83,25 @@ def write_dataset(folder: Path, n_images: int, size: int, mixed: bool, seed: int
             start += count
 
 
-def peak_tree_rss(proc: subprocess.Popen) -> tuple[int, float, dict[str, int]]:
-    """Wait for ``proc``; the largest summed RSS of it and its children, the wall time, and
-    the peak of each process (by its command line) for the record."""
+# A line the run prints when a stage or an evaluation check ends: "<stage> done in N s" or
+# "evaluation: <check> N s (k/n)". The peak since the previous such line is that stage's.
+_STAGE_END = re.compile(
+    r"^(?:([a-z][a-z ]*?) done in [\d.]+ s|evaluation: (\S+) [\d.]+ s \(\d+/\d+\))$"
+)
+
+
+def peak_tree_rss(
+    proc: subprocess.Popen, log: Path
+) -> tuple[int, float, dict[str, int], list[tuple[str, int]]]:
+    """Wait for ``proc``; the largest summed PSS of it and its children, the wall time, the
+    peak of each process (by its command line), and the peak of the whole tree during each
+    stage, in order (from the stage lines ``proc`` writes to ``log``)."""
     parent = psutil.Process(proc.pid)
     peak, start = 0, time.perf_counter()
     each: dict[str, int] = {}
+    stages: list[tuple[str, int]] = []
+    stage_peak, pending = 0, ""
+    reader = log.open(errors="replace")
     while proc.poll() is None:
         if time.perf_counter() - start > MAX_RUN_S:
             proc.kill()
@@ -101,13 +114,21 @@ def peak_tree_rss(proc: subprocess.Popen) -> tuple[int, float, dict[str, int]]:
                 f"{p.pid} {' '.join(p.cmdline()[:4])[:90]}": p.memory_full_info().pss
                 for p in tree
             }
-            peak = max(peak, sum(rss.values()))
+            total = sum(rss.values())
+            peak, stage_peak = max(peak, total), max(stage_peak, total)
             for name, value in rss.items():
                 each[name] = max(each.get(name, 0), value)
         except psutil.Error:
             pass
+        *lines, pending = (pending + reader.read()).split("\n")
+        for line in lines:
+            ended = _STAGE_END.match(line.strip())
+            if ended:
+                stages.append((ended.group(1) or f"check {ended.group(2)}", stage_peak))
+                stage_peak = 0
         time.sleep(SAMPLE_S)
-    return peak, time.perf_counter() - start, each
+    reader.close()
+    return peak, time.perf_counter() - start, each, stages
 
 
 def main() -> None:
@@ -159,7 +180,7 @@ def main() -> None:
         log = Path(tmp) / "run.log"
         with log.open("w") as err:
             proc = subprocess.Popen([tai, "run"], cwd=work, env=env, stdout=err, stderr=err)
-            peak, wall, each = peak_tree_rss(proc)
+            peak, wall, each, stage_peaks = peak_tree_rss(proc, log)
         text = log.read_text()
         if args.keep:
             (work / "run.log").write_text(text)
@@ -180,6 +201,8 @@ def main() -> None:
     for name, value in sorted(each.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  peak {value / 2**30:.2f} GB  {name}")
     print(f"load: {os.getloadavg()[0]:.1f}; generate {generated:.0f} s; commit {committed:.0f} s")
+    by_stage = ", ".join(f"{k} {v / 2**30:.2f} GB" for k, v in stage_peaks)
+    print(f"peak of the tree by stage: {by_stage}")
     if reruns:
         each_s = ", ".join(f"{r:.1f}" for r in reruns)
         print(f"unchanged re-run: median {statistics.median(reruns):.1f} s ({each_s})")
