@@ -154,7 +154,7 @@ def tai_monitor(
         model, config = rebuild_model(registry, version)
         batch, data_ref, data_commit, local = _batch(settings, folder, ref, prefix, config)
     with progress.stage("inference"):
-        probs, embeddings = batch_outputs(model, batch.images)
+        probs, embeddings = batch_outputs(model, batch.images, batch_size=settings.batch_size)
     with progress.stage("assessment"):
         try:
             assessment = assess_batch(

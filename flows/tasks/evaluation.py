@@ -132,9 +132,10 @@ def cached_outputs(
     *,
     data_commit: str,
     num_workers: int = 0,
+    batch_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits and embeddings of a split, cached by (model weights, data
-    commit, the split's images and format).
+    commit, the split's images and format), computed ``batch_size`` images at a time.
 
     The same model evaluated again on the same commit (a retried run, a re-evaluation)
     reads them back; a half-written file is never read (write, then rename).
@@ -148,7 +149,9 @@ def cached_outputs(
         cached = _read_outputs(path, len(split))
         if cached is not None:
             return cached
-    logits, embeddings = stream_outputs(model, split, num_workers=num_workers)
+    logits, embeddings = stream_outputs(
+        model, split, batch_size=batch_size, num_workers=num_workers
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -213,11 +216,16 @@ def evaluate(
         settings.cache_dir,
         data_commit=data_commit,
         num_workers=settings.num_workers,
+        batch_size=settings.batch_size,
     )
     champion_probs = None
     if champion is not None:
         champion_logits, _ = stream_outputs(
-            champion.model, test, num_workers=settings.num_workers, embeddings=False
+            champion.model,
+            test,
+            batch_size=settings.batch_size,
+            num_workers=settings.num_workers,
+            embeddings=False,
         )
         champion_probs = champion_logits.softmax(1)
     ctx = EvalContext(

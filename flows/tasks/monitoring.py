@@ -90,18 +90,23 @@ def noise_sigmas(images: torch.Tensor, limit: int = NOISE_SAMPLE) -> np.ndarray:
 
 
 def split_outputs(
-    model: torch.nn.Module, split: FolderImages, num_workers: int = 0
+    model: torch.nn.Module, split: FolderImages, num_workers: int = 0, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`batch_outputs` of a whole split, streamed from disk."""
-    logits, embeddings = stream_outputs(model, split, num_workers=num_workers)
+    logits, embeddings = stream_outputs(
+        model, split, batch_size=batch_size, num_workers=num_workers
+    )
     return logits.double().softmax(1).numpy(), embeddings.double().numpy()
 
 
-def batch_outputs(model: torch.nn.Module, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def batch_outputs(
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """The deployed model's probabilities (float64, so confident scores do not tie) and
-    embeddings of ``images``."""
-    logits = predict_logits(model, images).double()
-    return logits.softmax(1).numpy(), model_embeddings(model, images).double().numpy()
+    embeddings of ``images``, ``batch_size`` images a pass."""
+    logits = predict_logits(model, images, batch_size=batch_size).double()
+    embeddings = model_embeddings(model, images, batch_size=batch_size)
+    return logits.softmax(1).numpy(), embeddings.double().numpy()
 
 
 @task(cache_policy=NO_CACHE)
@@ -122,9 +127,13 @@ def fit_monitoring(
     which none of the reference has seen.
     """
     model, data = calibrated.model, trained.data
+    # Every image is read, corrupted and classified `batch` at a time: at 224x224 the
+    # self-test's 1,000 images and their corrupted copies, held at once, took gigabytes.
+    batch = data.batch_size
     generator = torch.Generator().manual_seed(seed)
     val, train, test = data.eval_split("val"), data.eval_split("train"), data.eval_split("test")
-    val_probs, val_embeddings = split_outputs(model, val, data.num_workers)
+    val_probs, val_embeddings = split_outputs(model, val, data.num_workers, batch)
+    noise_sample = sample_indices(len(train), NOISE_SAMPLE, generator)
     reference = fit_reference(
         val_probs,
         val.targets.numpy(),
@@ -132,24 +141,43 @@ def fit_monitoring(
         train_targets=train.targets.numpy(),
         classes=data.classes,
         abstention_threshold=calibrated.abstention_threshold,
-        train_noise_sigmas=noise_sigmas(
-            train.images(sample_indices(len(train), NOISE_SAMPLE, generator))
+        train_noise_sigmas=np.concatenate(
+            [noise_sigmas(train.images(chunk)) for chunk in noise_sample.split(batch)]
         ),
         seed=seed,
     )
     if not policy.monitoring:
         return MonitoringFit(reference, None)
-    test_probs, test_embeddings = split_outputs(model, test, data.num_workers)
-    # The shifted batches: corrupted copies of a bounded sample of the test split.
+    test_probs, test_embeddings = split_outputs(model, test, data.num_workers, batch)
+    # The shifted batches: corrupted copies of a bounded sample of the test split (chunk k
+    # corrupted with seed + k).
     sample = sample_indices(len(test), SELFTEST_SHIFT_IMAGES, generator)
-    images, targets = test.images(sample), test.targets[sample].numpy()
+    targets = test.targets[sample].numpy()
+    parts: dict[tuple[str, int], tuple[list, list, list]] = {
+        s: ([], [], []) for s in SELFTEST_SHIFTS
+    }
+    for k, chunk in enumerate(sample.split(batch)):
+        images = test.images(chunk)
+        for (name, severity), (probs, embeddings, sigmas) in parts.items():
+            shifted = corrupt(images, name, severity, seed=seed + k)
+            p, e = batch_outputs(model, shifted, batch_size=batch)
+            probs.append(p)
+            embeddings.append(e)
+            missing = NOISE_SAMPLE - sum(len(x) for x in sigmas)
+            if missing > 0:
+                sigmas.append(noise_sigmas(shifted, missing))
     shifts = []
-    for name, severity in SELFTEST_SHIFTS:
-        shifted = corrupt(images, name, severity, seed=seed)
-        probs, embeddings = batch_outputs(model, shifted)
-        accuracy = float((probs.argmax(1) == targets).mean())
+    for (name, severity), (probs, embeddings, sigmas) in parts.items():
+        p = np.concatenate(probs)
+        accuracy = float((p.argmax(1) == targets).mean())
         shifts.append(
-            ShiftedBatch(f"{name} s{severity}", probs, embeddings, accuracy, noise_sigmas(shifted))
+            ShiftedBatch(
+                f"{name} s{severity}",
+                p,
+                np.concatenate(embeddings),
+                accuracy,
+                np.concatenate(sigmas),
+            )
         )
     selftest = detector_self_test(
         reference,
