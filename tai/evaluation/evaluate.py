@@ -178,8 +178,9 @@ def evaluate_model(
             f"{type(model).__name__} has no `embed(x)`; build it with tai.modeling.models"
         )
     model.eval()
+    batch = (options or CheckOptions()).batch_size  # images a pass of the model
     if embeddings is None:
-        embeddings = model_embeddings(model, images)
+        embeddings = model_embeddings(model, images, batch_size=batch)
     elif embeddings.shape[0] != len(images):
         raise ValueError(
             f"`embeddings` has {embeddings.shape[0]} rows for {len(images)} images; pass the "
@@ -188,12 +189,12 @@ def evaluate_model(
     champion_probs = None
     if champion is not None:
         champion.eval()
-        champion_probs = predict_logits(champion, images).softmax(1)
+        champion_probs = predict_logits(champion, images, batch_size=batch).softmax(1)
     ctx = EvalContext(
         model=model,
         classes=list(classes),
         targets=targets,
-        probs=predict_logits(model, images).softmax(1),
+        probs=predict_logits(model, images, batch_size=batch).softmax(1),
         embeddings=embeddings,
         load_images=images.__getitem__,
         members=None if members is None else Members(members[1], members[0].__getitem__),

@@ -172,3 +172,26 @@ def test_without_a_champion_the_comparisons_are_skipped_with_the_reason(evaluati
     ):
         assert math.isnan(result.metrics[name])
         assert result.not_applicable()[name] == "no champion to compare with"
+
+
+def test_the_models_passes_hold_at_most_the_options_batch_size():
+    """The probabilities and embeddings of the split (and the champion's) were computed 256
+    images a pass whatever the options said: at 224x224 such a pass alone took gigabytes."""
+    model = build_model("small_cnn", in_channels=1, num_classes=3, seed=0).eval()
+    champion = build_model("small_cnn", in_channels=1, num_classes=3, seed=1).eval()
+    passes: list[int] = []
+    for net in (model, champion):
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_pre_hook(lambda module, args: passes.append(len(args[0])))
+    images, targets = torch.rand(40, 1, 16, 16), torch.arange(40) % 3
+    result = evaluate_model(
+        model,
+        images,
+        targets,
+        classes=["a", "b", "c"],
+        options=CheckOptions(batch_size=8),
+        checks=[],
+        champion=champion,
+    )
+    assert result is not None
+    assert sum(passes) == 3 * 40 and max(passes) == 8  # probabilities, embeddings, champion
