@@ -183,7 +183,7 @@ def prototype_figure(
         top.set_title(titles[j], fontsize=9)
         limit = float(heat[j].abs().max()) or 1.0
         shown = bottom.imshow(heat[j].numpy(), cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit)
-        fig.colorbar(shown, ax=bottom, shrink=0.8)
+        fig.colorbar(shown, ax=bottom, shrink=0.8, use_gridspec=False)
         for ax in (top, bottom):
             ax.set_xticks([])
             ax.set_yticks([])
