@@ -100,7 +100,7 @@ def peak_tree_rss(
     peak, start = 0, time.perf_counter()
     each: dict[str, int] = {}
     stages: list[tuple[str, int]] = []
-    stage_peak, pending = 0, ""
+    stage_peak, last, pending = 0, 0, ""
     reader = log.open(errors="replace")
     while proc.poll() is None:
         if time.perf_counter() - start > MAX_RUN_S:
@@ -115,7 +115,7 @@ def peak_tree_rss(
                 for p in tree
             }
             total = sum(rss.values())
-            peak, stage_peak = max(peak, total), max(stage_peak, total)
+            peak, stage_peak, last = max(peak, total), max(stage_peak, total), total
             for name, value in rss.items():
                 each[name] = max(each.get(name, 0), value)
         except psutil.Error:
@@ -125,7 +125,7 @@ def peak_tree_rss(
             ended = _STAGE_END.match(line.strip())
             if ended:
                 stages.append((ended.group(1) or f"check {ended.group(2)}", stage_peak))
-                stage_peak = 0
+                stage_peak = last  # a stage shorter than a sample still holds this
         time.sleep(SAMPLE_S)
     reader.close()
     return peak, time.perf_counter() - start, each, stages
