@@ -111,8 +111,7 @@ def peak_tree_rss(
             # PSS, not RSS: forked DataLoader workers share the parent's pages, and
             # summing their RSS would count those pages once per worker.
             rss = {
-                f"{p.pid} {' '.join(p.cmdline()[:4])[:90]}": p.memory_full_info().pss
-                for p in tree
+                f"{p.pid} {' '.join(p.cmdline()[:4])[:90]}": p.memory_full_info().pss for p in tree
             }
             total = sum(rss.values())
             peak, stage_peak, last = max(peak, total), max(stage_peak, total), total
@@ -139,7 +138,7 @@ def main() -> None:
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="TAI_NUM_WORKERS")
-    parser.add_argument("--budget", type=int, help="TAI_BUDGET (default: the setting's)")
+    parser.add_argument("--budget", type=int, help="TAI_TAI_BUDGET (default: the setting's)")
     parser.add_argument("--keep", type=Path, help="keep the workspace here")
     parser.add_argument(
         "--reruns", type=int, default=0, help="then time N unchanged re-runs (median printed)"
@@ -164,7 +163,7 @@ def main() -> None:
             TAI_AUGMENT="crop-flip",
         )
         if args.budget is not None:
-            env["TAI_BUDGET"] = str(args.budget)
+            env["TAI_TAI_BUDGET"] = str(args.budget)  # the setting `tai_budget`
 
         def tai_cmd(*argv: str) -> None:
             done = subprocess.run([tai, *argv], cwd=work, env=env, capture_output=True, text=True)
@@ -197,7 +196,7 @@ def main() -> None:
     stages = dict(re.findall(r"^([a-z][a-z ]*?) done in ([\d.]+) s$", text, re.M))
     label = f"{args.images:,} RGB {args.size}x{args.size}"
     label += " (mixed sizes)" if args.mixed else ""
-    label += f", TAI_BUDGET={args.budget}" if args.budget is not None else ""
+    label += f", TAI_TAI_BUDGET={args.budget}" if args.budget is not None else ""
     for name, value in sorted(each.items(), key=lambda kv: -kv[1])[:6]:
         print(f"  peak {value / 2**30:.2f} GB  {name}")
     print(f"load: {os.getloadavg()[0]:.1f}; generate {generated:.0f} s; commit {committed:.0f} s")

@@ -379,7 +379,7 @@ class TaiCheckCallback(pl.Callback, abc.ABC):
             pl_module.train(was_training)
 
     @staticmethod
-    def _logits(pl_module: pl.LightningModule, images: Tensor, batch_size: int = 256) -> Tensor:
+    def _logits(pl_module: pl.LightningModule, images: Tensor, batch_size: int = 64) -> Tensor:
         with torch.no_grad():
             return torch.cat(
                 [pl_module(b.to(pl_module.device)).float().cpu() for b in images.split(batch_size)]

@@ -77,6 +77,8 @@ class PrototypeExplanationCallback(TaiCheckCallback):
             only. A check costs about a tenth of a training epoch of the demo (MNIST
             sample, small CNN), mostly the embeddings and Integrated Gradients.
         log_figures: log the prototype figure: ``"last"`` epoch, ``True`` every check.
+        batch_size: most images in one pass of the model (embeddings, attributions,
+            deletion curves).
 
     Raises:
         ValueError: a non-positive count or an unknown method.
@@ -99,11 +101,13 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         budget: int = 512,
         every_n_epochs: int | None = None,
         log_figures: bool | Literal["last"] = "last",
+        batch_size: int = 64,
     ) -> None:
         for arg, value in (
             ("per_class", per_class),
             ("n_steps", n_steps),
             ("deletion_steps", deletion_steps),
+            ("batch_size", batch_size),
         ):
             _check_positive_int(arg, value)
         if method not in METHODS:
@@ -114,6 +118,7 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         self.method = method
         self.n_steps = n_steps
         self.deletion_steps = deletion_steps
+        self.batch_size = batch_size
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         embedding_function(pl_module, self.embedding_layer)  # fail before training, not after
@@ -130,8 +135,10 @@ class PrototypeExplanationCallback(TaiCheckCallback):
     ) -> PrototypeExplanation:
         device = pl_module.device
         embed = embedding_function(pl_module, self.embedding_layer)
-        with torch.no_grad():
-            embeddings = embed(images.to(device)).cpu()
+        with torch.no_grad():  # the whole budget in one pass was gigabytes at 224x224
+            embeddings = torch.cat(
+                [embed(b.to(device)).cpu() for b in images.split(self.batch_size)]
+            )
         # Classes with too few buffered samples are left out rather than failing training.
         counts = torch.bincount(targets)
         keep = counts[targets] >= self.per_class
@@ -139,9 +146,13 @@ class PrototypeExplanationCallback(TaiCheckCallback):
         protos = select_prototypes(embeddings[kept], targets[kept], per_class=self.per_class)
         index = kept[torch.tensor(protos.all_indices())]
         x, y = images[index].to(device), targets[index].to(device)
-        attributions = attribute(pl_module, x, y, method=self.method, n_steps=self.n_steps)
+        attributions = attribute(
+            pl_module, x, y, method=self.method, n_steps=self.n_steps, batch_size=self.batch_size
+        )
         maps = attributions.maps.expand_as(x)  # GradCAM gives one channel
-        deletion = deletion_auc(pl_module, x, maps, y, steps=self.deletion_steps)
+        deletion = deletion_auc(
+            pl_module, x, maps, y, steps=self.deletion_steps, batch_size=self.batch_size
+        )
         delta = attributions.convergence_delta
         result = PrototypeExplanation(
             prototypes=protos,

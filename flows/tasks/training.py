@@ -44,12 +44,17 @@ class TrainedModel:
     callback_metrics: dict[str, float]
 
 
-def tai_callbacks(budget: int, corruptions: Sequence[str]) -> list[pl.Callback]:
-    """The TAI checks that run during validation, each within ``budget`` samples."""
+def tai_callbacks(
+    budget: int, corruptions: Sequence[str], batch_size: int = 64
+) -> list[pl.Callback]:
+    """The TAI checks that run during validation, each within ``budget`` samples and
+    ``batch_size`` images a pass of the model."""
     return [
         CalibrationCallback(n_bins=15, budget=budget),
-        RobustnessCallback(corruptions=corruptions, budget=max(budget // 2, 8)),
-        PrototypeExplanationCallback(per_class=1, budget=budget),
+        RobustnessCallback(
+            corruptions=corruptions, budget=max(budget // 2, 8), batch_size=batch_size
+        ),
+        PrototypeExplanationCallback(per_class=1, budget=budget, batch_size=batch_size),
     ]
 
 
@@ -136,7 +141,10 @@ def fit_model(settings: Settings, root: Path, run_id: str | None) -> TrainedMode
     trainer = make_trainer(
         settings,
         logger=logger,
-        callbacks=[*tai_callbacks(settings.tai_budget, settings.corruptions), ProgressCallback()],
+        callbacks=[
+            *tai_callbacks(settings.tai_budget, settings.corruptions, settings.batch_size),
+            ProgressCallback(),
+        ],
     )
     trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -559,3 +559,25 @@ def test_prototype_callback_equals_the_tai_functions_on_the_same_samples(tmp_pat
     assert cb.last_result.convergence_delta == pytest.approx(
         float(maps.convergence_delta.abs().mean()), abs=1e-6
     )
+
+
+@pytest.mark.slow
+def test_the_prototype_check_passes_at_most_its_batch_size_through_the_model(tmp_path, loaders):
+    """The embeddings of the whole budget went through the model in one pass (512 images
+    at 224x224: gigabytes during training); now every pass holds at most ``batch_size``."""
+    module = ClassifierModule("small_cnn", 1, 3, learning_rate=5e-3)
+    conv = next(m for m in module.modules() if isinstance(m, nn.Conv2d))
+    passes: list[int] = []
+
+    class Spy(PrototypeExplanationCallback):
+        def run_check(self, trainer, *args, final):
+            hook = conv.register_forward_pre_hook(lambda m, a: passes.append(len(a[0])))
+            try:
+                return super().run_check(trainer, *args, final=final)
+            finally:
+                hook.remove()
+
+    cb = Spy(per_class=2, n_steps=8, deletion_steps=4, batch_size=8, log_figures=False)
+    _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
+    assert sorted(set(cb.last_result.prototypes.indices)) and len(passes) > 10
+    assert max(passes) <= 8, sorted(set(passes))
