@@ -12,7 +12,9 @@ before either is imported.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,6 +238,33 @@ class Settings(BaseSettings):
         if self.tracking_uri.startswith(("http://", "https://")):
             return None  # the tracking server's own artifact store
         return (self.workspace_dir / "mlartifacts").as_uri()
+
+
+# The project's environment variables that are not settings.
+NOT_SETTINGS = frozenset(
+    {"TAI_SETTINGS_FILE", "TAI_CODE_VERSION", "TAI_STACK_ID", "TAI_TESTS_NORMAL_EXIT"}
+)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """What to say of each ``TAI_*`` environment variable that names no setting, with the
+    setting it most likely meant. Pydantic ignores them, so without this a misspelt
+    setting silently keeps its default.
+
+    Example:
+        >>> unknown_variables({"TAI_BUDGET": "128", "TAI_MAX_EPOCHS": "2"})
+        ['TAI_BUDGET is not a setting and is ignored; did you mean TAI_TAI_BUDGET?']
+    """
+    environ = os.environ if environ is None else environ
+    names = [f"TAI_{field.upper()}" for field in Settings.model_fields]
+    found = []
+    for key in sorted(k for k in environ if k.upper().startswith("TAI_")):
+        if key.upper() in names or key.upper() in NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(key.upper(), names, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "README, Settings, lists them"
+        found.append(f"{key} is not a setting and is ignored; {hint}")
+    return found
 
 
 def load_settings(**overrides: Any) -> Settings:

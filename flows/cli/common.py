@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 
 import typer
 
-from infra.settings import Settings, SettingsError, apply_environment, load_settings
+from infra.settings import (
+    Settings,
+    SettingsError,
+    apply_environment,
+    load_settings,
+    unknown_variables,
+)
 
 _state: dict[str, bool] = {"verbose": False}
 # Loggers that would drown the one-line messages without --verbose.
@@ -73,6 +79,8 @@ def settings() -> Settings:
     """The settings of this invocation, loaded and applied: Prefect and MLflow pointed at
     the workspace. Each command calls it first, before it imports either."""
     loaded = load_settings()
+    for problem in unknown_variables():
+        typer.echo(f"warning: {problem}", err=True)
     apply_environment(loaded)
     return loaded
 

@@ -92,6 +92,16 @@ def test_models_with_no_version_says_how_to_get_one(workspace):
     assert result.stdout == "no model versions registered yet; run `tai run` or `tai demo`\n"
 
 
+def test_a_misspelt_setting_is_a_warning_line_and_the_command_still_runs(workspace, monkeypatch):
+    monkeypatch.setenv("TAI_BUDGET", "128")
+    result = _run("models")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: TAI_BUDGET is not a setting and is ignored; did you mean TAI_TAI_BUDGET?"
+    ]
+    assert result.stdout.startswith("no model versions registered yet")
+
+
 def test_models_lists_every_version_with_its_commit_metrics_gates_and_champion(registry):
     report, elsewhere = registry
     result = _run("models")

@@ -104,3 +104,22 @@ def test_epsilons_are_sorted_and_unique(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TAI_ADVERSARIAL_EPSILONS", "[0.1, 0.03, 0.1]")
     assert load_settings().adversarial_epsilons == [0.03, 0.1]
+
+
+def test_a_tai_variable_that_names_no_setting_is_reported_with_the_closest_setting():
+    from infra.settings import unknown_variables
+
+    environ = {
+        "TAI_BUDGET": "128",  # the setting is tai_budget: TAI_TAI_BUDGET
+        "TAI_MAX_EPOCS": "2",
+        "TAI_XYZZY": "1",
+        "TAI_MAX_EPOCHS": "2",  # a setting
+        "TAI_CODE_VERSION": "abc",  # the project's, not a setting
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "TAI_BUDGET is not a setting and is ignored; did you mean TAI_TAI_BUDGET?",
+        "TAI_MAX_EPOCS is not a setting and is ignored; did you mean TAI_MAX_EPOCHS?",
+        "TAI_XYZZY is not a setting and is ignored; README, Settings, lists them",
+    ]
+    assert unknown_variables({"TAI_MAX_EPOCHS": "2", "TAI_SETTINGS_FILE": "x"}) == []
