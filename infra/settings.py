@@ -240,9 +240,17 @@ class Settings(BaseSettings):
         return (self.workspace_dir / "mlartifacts").as_uri()
 
 
-# The project's environment variables that are not settings.
+# The project's environment variables that are not settings (the last three are the
+# test suite's own switches, so a run of the suite never warns about them).
 NOT_SETTINGS = frozenset(
-    {"TAI_SETTINGS_FILE", "TAI_CODE_VERSION", "TAI_STACK_ID", "TAI_TESTS_NORMAL_EXIT"}
+    {
+        "TAI_SETTINGS_FILE",
+        "TAI_CODE_VERSION",
+        "TAI_STACK_ID",
+        "TAI_TESTS_NORMAL_EXIT",
+        "TAI_LAKEFS_SPEC",
+        "TAI_LAKEFS_TEST_STORAGE_NAMESPACE",
+    }
 )
 
 
