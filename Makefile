@@ -21,11 +21,12 @@ demo: install
 	$(BIN)/tai demo
 
 # Every test: the unit tests on two processes (as test-fast), then the tests that train or
-# talk to MLflow, Prefect or Oxen one at a time (they share Prefect's temporary server and
-# the machine's two cores).
+# talk to MLflow, Prefect or Oxen, also on two processes, each test file kept on one of them
+# (a module's trained champion is shared by its tests; each process has its own Prefect
+# temporary server and home, and one torch thread: tests/conftest.py).
 test: install
 	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m "not slow and not integration" -n 2
-	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m "slow or integration"
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest -m "slow or integration" -n 2 --dist loadfile
 
 # Unit tests only: nothing trains, nothing talks to MLflow, Prefect or Oxen (tests/markers.py
 # fails a test that does without its marker), on two processes.

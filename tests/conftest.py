@@ -33,6 +33,11 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["MPLCONFIGDIR"] = str(_SESSION_HOME / "matplotlib")
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"
 os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+# Under xdist (`make test` runs on two processes) each worker and the commands it starts
+# get one torch thread: two workers with one thread per core each would spin against
+# each other on this machine's two cores. Read by torch at its import, so set here.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
