@@ -29,7 +29,7 @@ from tests.callbacks._ddp_helpers import FigureFileLogger, TinyNet, TwoRanksInOn
 from tests.callbacks.conftest import _squares
 
 
-def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
+def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False, inference_mode=False):
     return pl.Trainer(
         max_epochs=epochs,
         callbacks=callbacks,
@@ -38,7 +38,7 @@ def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False):
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=str(tmp_path),
-        inference_mode=False,
+        inference_mode=inference_mode,
         log_every_n_steps=1,
     )
 
@@ -581,3 +581,38 @@ def test_the_prototype_check_passes_at_most_its_batch_size_through_the_model(tmp
     _trainer(tmp_path, [cb], epochs=1).fit(module, *loaders)
     assert sorted(set(cb.last_result.prototypes.indices)) and len(passes) > 10
     assert max(passes) <= 8, sorted(set(passes))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("inference_mode", [False, True])
+def test_the_final_check_holds_one_copy_of_the_samples_and_releases_the_buffer(
+    tmp_path, loaders, monkeypatch, inference_mode
+):
+    """The buffer's views of the validation batches, the joined samples and a clone of
+    them were all alive during the final check (0.9 GB at 224x224 with the default
+    budget): now the check gets the joined tensor itself, as an ordinary tensor also
+    under Lightning's default inference mode, and the buffer is empty once it ran."""
+    from callbacks._base import SampleBuffer
+
+    joined: list[int] = []
+    tensors = SampleBuffer.tensors
+
+    def recording(self):
+        samples = tensors(self)
+        if samples is not None:
+            joined.append(samples[0].data_ptr())
+        return samples
+
+    monkeypatch.setattr(SampleBuffer, "tensors", recording)
+    seen: list[tuple[int, bool, bool]] = []
+
+    class Spy(PrototypeExplanationCallback):
+        def run_check(self, trainer, pl_module, images, *args, final):
+            seen.append((images.data_ptr(), images.is_inference(), self._buffer.size == 0))
+            return super().run_check(trainer, pl_module, images, *args, final=final)
+
+    cb = Spy(per_class=1, n_steps=4, deletion_steps=4, budget=24, log_figures=False)
+    trainer = _trainer(tmp_path, [cb], epochs=1, inference_mode=inference_mode)
+    trainer.fit(ClassifierModule("small_cnn", 1, 3), *loaders)
+    assert seen == [(joined[-1], False, True)]
+    assert cb._buffer.size == 0 and cb.last_result is not None
