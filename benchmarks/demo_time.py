@@ -4,12 +4,15 @@
 
 Each run uses a new temporary workspace, so it includes the sample import, both
 pipeline runs, the data change and the process start-up (imports, Prefect's server).
+Also prints the median of each stage's own "<stage> done in N s" line (output not on a
+terminal), in the order the demo runs them: a profile per stage.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+STAGE = re.compile(r"^\s*(.+?) done in ([\d.]+) s$", re.M)
 
 
 def main() -> None:
@@ -27,6 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     tai = shutil.which("tai", path=str(Path(sys.executable).parent))
     times = []
+    stages: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
             env = {
@@ -40,7 +45,16 @@ def main() -> None:
             if done.returncode != 0:
                 sys.exit(f"tai demo failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
             times.append(time.perf_counter() - start)
+            seen: dict[str, int] = {}
+            for name, seconds in STAGE.findall(done.stdout + done.stderr):
+                seen[name] = seen.get(name, 0) + 1
+                key = f"{name} ({seen[name]})" if seen[name] > 1 else name
+                stages.setdefault(key, []).append(float(seconds))
     print(f"runs: {[round(t, 1) for t in times]}")
+    print("| stage | median s |\n| --- | ---: |")
+    for key, values in stages.items():
+        print(f"| {key} | {statistics.median(values):.1f} |")
+    print(f"| sum of the stages | {sum(statistics.median(v) for v in stages.values()):.1f} |")
     print(
         f"| tai demo, fresh workspace | {statistics.median(times):.0f} s (median of {len(times)}) |"
     )

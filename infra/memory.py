@@ -13,9 +13,12 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
+from collections.abc import Iterator
 
 M_MMAP_THRESHOLD = -3  # <malloc.h>
 MMAP_THRESHOLD_BYTES = 128 * 1024
@@ -39,3 +42,26 @@ def fix_mmap_threshold() -> bool:
     started by fork (DataLoader workers) keep the setting."""
     libc = _libc()
     return bool(libc and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand glibc's free heap pages back to the system
+    (``malloc_trim``): what earlier stages freed stops counting before a large one."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Around a fit with DataLoader worker processes: collect, trim, then move every
+    object to the collector's permanent generation (``gc.freeze``), so a forked worker's
+    collector does not write to the parent's objects and copy their pages (each worker's
+    own memory); unfrozen afterwards."""
+    release_freed_memory()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

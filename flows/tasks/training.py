@@ -15,6 +15,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
 from flows.distributed import trainer_strategy
 from flows.progress import current
+from infra.memory import frozen_heap
 from infra.settings import Settings
 from tai.modeling.datamodule import FolderDataModule
 from tai.modeling.models import default_image_size
@@ -146,6 +147,7 @@ def fit_model(settings: Settings, root: Path, run_id: str | None) -> TrainedMode
             ProgressCallback(),
         ],
     )
-    trainer.fit(module, datamodule=data)
+    with frozen_heap():
+        trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return TrainedModel(module=module, data=data, callback_metrics=metrics)

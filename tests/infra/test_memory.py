@@ -53,3 +53,47 @@ def test_freed_blocks_go_back_to_the_system_once_the_threshold_is_fixed():
     assert held - after < 50  # the premise: glibc's default keeps the freed 196 MiB
     held, after = _resident("fixed")
     assert held - after > 150  # 49 blocks of 4 MiB returned
+
+
+TRIM_PROBE = textwrap.dedent(
+    """
+    import numpy as np
+    from infra.memory import release_freed_memory
+    def rss():
+        return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+    blocks = [np.ones(64 * 2**10, np.uint8) for _ in range(3000)]  # heap blocks, 188 MiB
+    last = blocks[-1]
+    del blocks
+    held = rss()
+    release_freed_memory()
+    print(held, rss())
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_released_memory_leaves_the_heap_below_its_last_live_block():
+    out = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    held, after = map(float, out.split())
+    assert held - after > 150, (held, after)
+
+
+def test_the_heap_is_frozen_for_the_fit_only_and_unfrozen_after_an_error():
+    import gc
+
+    from infra.memory import frozen_heap
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        assert gc.get_freeze_count() > 1000
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("a failed fit")
+    assert gc.get_freeze_count() == 0
