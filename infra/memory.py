@@ -57,8 +57,10 @@ def release_freed_memory() -> None:
 def frozen_heap() -> Iterator[None]:
     """Around a fit with DataLoader worker processes: collect, trim, then move every
     object to the collector's permanent generation (``gc.freeze``), so a forked worker's
-    collector does not write to the parent's objects and copy their pages (each worker's
-    own memory); unfrozen afterwards."""
+    collector does not write to the parent's objects and copy their pages; unfrozen
+    afterwards. Measured at 224x224 (BENCHMARKS.md, Scale): the fit's peak 3.04 ->
+    2.97 GB, but each worker's own peak did not drop (0.55-0.59 GB), so the gain may be
+    the trim's, or noise between runs."""
     release_freed_memory()
     gc.freeze()
     try:
