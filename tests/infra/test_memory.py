@@ -34,9 +34,10 @@ PROBE = textwrap.dedent(
 )
 
 
-def _resident(mode: str) -> tuple[float, float]:
+def _resident(probe: str, *args: str) -> tuple[float, float]:
+    """Run ``probe`` in a fresh Python process; the resident MiB it prints, held and after."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, mode],
+        [sys.executable, "-c", probe, *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -49,9 +50,9 @@ def _resident(mode: str) -> tuple[float, float]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_freed_blocks_go_back_to_the_system_once_the_threshold_is_fixed():
-    held, after = _resident("default")
+    held, after = _resident(PROBE, "default")
     assert held - after < 50  # the premise: glibc's default keeps the freed 196 MiB
-    held, after = _resident("fixed")
+    held, after = _resident(PROBE, "fixed")
     assert held - after > 150  # 49 blocks of 4 MiB returned
 
 
@@ -73,15 +74,7 @@ TRIM_PROBE = textwrap.dedent(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_released_memory_leaves_the_heap_below_its_last_live_block():
-    out = subprocess.run(
-        [sys.executable, "-c", TRIM_PROBE],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    held, after = map(float, out.split())
+    held, after = _resident(TRIM_PROBE)
     assert held - after > 150, (held, after)
 
 
