@@ -72,6 +72,10 @@ PER_IMAGE_METRICS = (
     "sensitivity",
     *(f"sanity_{m}_correlation" for m in METHODS),
 )
+# Per-image metrics that explain each image again (max-sensitivity: perturbed copies; the
+# randomisation check: a randomised model, every method): measured on the re-explained
+# subset of the quality sample, the costliest part of the check.
+REEXPLAINED_METRICS = ("sensitivity", *(f"sanity_{m}_correlation" for m in METHODS))
 # A method passes the randomisation check when the mean correlation is below this.
 SANITY_THRESHOLD = 0.5
 # Max-sensitivity perturbations per image (each re-explains the image with IG).
@@ -99,14 +103,18 @@ class QualitySample:
 
     Attributes:
         indices: positions of the sampled images in the split.
-        values: metric of :data:`PER_IMAGE_METRICS` -> ``(n,)`` float64 values, one per
-            sampled image (in the order of ``indices``).
+        values: metric of :data:`PER_IMAGE_METRICS` -> float64 values, one per image: of
+            ``indices`` (in their order), or of ``reexplained`` for
+            :data:`REEXPLAINED_METRICS`.
         convergence_delta: ``(n,)`` Integrated Gradients completeness gap per image.
+        reexplained: the positions (a subset of ``indices``, in their order) where the
+            metrics of :data:`REEXPLAINED_METRICS` were measured.
     """
 
     indices: list[int]
     values: dict[str, Tensor]
     convergence_delta: Tensor
+    reexplained: list[int]
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -259,15 +267,18 @@ def explanation_quality(
     n_steps: int = 32,
     seed: int = 0,
     batch_size: int = 64,
+    reexplain_index: Tensor | None = None,
 ) -> QualitySample:
     """Explanation quality of every image at ``index``, read ``batch_size`` at a time.
 
-    Per image: deletion and insertion AUC, infidelity and max-sensitivity
-    (:data:`SENSITIVITY_PERTURBATIONS` perturbations) of the Integrated Gradients map,
-    its completeness gap, and for every method the Spearman correlation of its map with
-    the map of one randomised copy of the model (the same copy for every batch: it is
-    re-initialised from ``seed``). Batch ``k`` draws its infidelity and sensitivity
-    perturbations from ``seed + k``.
+    Per image: deletion and insertion AUC and infidelity of the Integrated Gradients map
+    and its completeness gap; and, on the images of ``reexplain_index`` only, the metrics
+    that explain an image again (:data:`REEXPLAINED_METRICS`): max-sensitivity
+    (:data:`SENSITIVITY_PERTURBATIONS` perturbations, each explained with Integrated
+    Gradients) and, for every method, the Spearman correlation of its map with the map of
+    one randomised copy of the model (the same copy for every batch: it is re-initialised
+    from ``seed``). Batch ``k`` draws its infidelity and sensitivity perturbations from
+    ``seed + k``.
 
     Args:
         model: classifier on images in [0, 1], in eval mode.
@@ -279,9 +290,12 @@ def explanation_quality(
         seed: seeds the perturbations and the randomised model.
         batch_size: images read and explained at once, and the most images in any one
             pass through the model (steps, perturbations and occlusions included).
+        reexplain_index: a non-empty subset of ``index`` for the metrics of
+            :data:`REEXPLAINED_METRICS`; ``None``: all of ``index``.
 
     Raises:
-        ValueError: an empty ``index``, an unknown method or ``batch_size < 1``.
+        ValueError: an empty ``index``, an unknown method, ``batch_size < 1``, or a
+            ``reexplain_index`` that is empty or not within ``index``.
     """
     if index.ndim != 1 or len(index) == 0:
         raise ValueError(
@@ -291,6 +305,14 @@ def explanation_quality(
     _check_methods(methods)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}; pass e.g. 64")
+    reexplain = torch.isin(index, index if reexplain_index is None else reexplain_index)
+    if reexplain_index is not None and (
+        len(reexplain_index) == 0 or int(reexplain.sum()) != len(set(reexplain_index.tolist()))
+    ):
+        raise ValueError(
+            "reexplain_index must be a non-empty subset of index; draw it from the quality "
+            "sample's positions"
+        )
     parts: dict[str, list[Tensor]] = {name: [] for name in _per_image_names(methods)}
     deltas = []
     for k, chunk in enumerate(index.split(batch_size)):
@@ -305,6 +327,11 @@ def explanation_quality(
         parts["infidelity"].append(
             infidelity_score(model, x, ig.maps, y, seed=seed + k, batch_size=batch_size).scores
         )
+        deltas.append(ig.convergence_delta)
+    # The re-explained images in batches of their own (read a second time), so that each
+    # pass is as full as the first loop's.
+    for k, chunk in enumerate(index[reexplain].split(batch_size)):
+        x, y = load_images(chunk), targets[chunk]
         parts["sensitivity"].append(
             sensitivity_score(
                 model,
@@ -329,12 +356,12 @@ def explanation_quality(
                 batch_size=batch_size,
             )
             parts[f"sanity_{m}_correlation"].append(check.correlations)
-        deltas.append(ig.convergence_delta)
     values = {name: torch.cat([v.detach().double().cpu() for v in p]) for name, p in parts.items()}
     return QualitySample(
         indices=index.tolist(),
         values=values,
         convergence_delta=torch.cat(deltas).detach().double().cpu(),
+        reexplained=index[reexplain].tolist(),
     )
 
 
@@ -411,6 +438,7 @@ def explain_model(
     class_mean_samples: int = 16,
     seed: int = 0,
     batch_size: int = 64,
+    reexplain_index: Tensor | None = None,
 ) -> Explanations:
     """Prototypes, criticisms, explanation sheets and explanation quality.
 
@@ -431,6 +459,8 @@ def explain_model(
         seed: seeds every random choice.
         batch_size: images of the quality sample read and explained at once, and the most
             images (examples x steps) of one Integrated Gradients pass.
+        reexplain_index: where in the quality sample the metrics that explain an image
+            again are measured (:func:`explanation_quality`); ``None``: all of it.
 
     Raises:
         ValueError: an unknown method, a class with too few images in the selection half,
@@ -465,6 +495,7 @@ def explain_model(
         n_steps=n_steps,
         seed=seed,
         batch_size=batch_size,
+        reexplain_index=reexplain_index,
     )
     quality = {
         **sample.means(),

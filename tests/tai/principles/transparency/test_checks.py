@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from tai.check import EvalContext
+from tai.check import EvalContext, sample_indices
 from tai.modeling.models import build_model
-from tai.principles.transparency.checks import QUALITY_BUDGET, ExplanationCheck
+from tai.principles.transparency.checks import QUALITY_BUDGET, REEXPLAIN_BUDGET, ExplanationCheck
 from tai.principles.transparency.explain import deletion_auc, integrated_gradients
 from tai.principles.transparency.explanation_quality import insertion_auc
 from tai.principles.transparency.explanations import (
     PER_IMAGE_METRICS,
+    REEXPLAINED_METRICS,
     PrototypeSplit,
+    explanation_quality,
     held_out_prototypes,
     quality_intervals,
     split_for_prototypes,
@@ -171,6 +173,68 @@ def test_sanity_failures_count_the_methods_at_or_above_the_threshold(outcome):
     assert result.values["sanity_failures"] == len(failing)
     for m, s in e.sanity.items():
         assert s["mean_correlation"] == result.values[f"sanity_{m}_correlation"]
+
+
+def test_the_metrics_that_explain_again_are_measured_on_a_seeded_subset_of_the_sample():
+    check = ExplanationCheck(ig_steps=IG_STEPS, quality_budget=20, reexplain_budget=8)
+    ctx = _context()
+    result = _run(check, ctx)
+    sample = result.detail.quality_sample
+    generator = torch.Generator().manual_seed(7)
+    torch.randint(2**31 - 1, (1,), generator=generator)
+    quality = ctx.sample(20, generator)
+    split_for_prototypes(ctx.targets, generator, min_selection=2)
+    expected = quality[sample_indices(20, 8, generator)]
+
+    assert sample.reexplained == expected.tolist()
+    assert set(sample.reexplained) < set(sample.indices)
+    for name in PER_IMAGE_METRICS:
+        size = 8 if name in REEXPLAINED_METRICS else 20
+        assert sample.values[name].shape == (size,), name
+        lower, upper = result.bounds[name]
+        assert lower <= result.values[name] <= upper, name
+    assert "sensitivity" in REEXPLAINED_METRICS and "deletion_auc" not in REEXPLAINED_METRICS
+    section = result.section["explanations"]["quality_sample"]
+    assert (section["size"], section["reexplained_size"]) == (20, 8)
+    assert section["reexplained_indices"] == expected.tolist()
+    assert section["reexplain_budget"] == 8
+    assert ExplanationCheck().reexplain_budget == REEXPLAIN_BUDGET
+    with pytest.raises(ValueError, match="reexplain_budget must be at least 1, got 0"):
+        ExplanationCheck(reexplain_budget=0)
+
+
+def test_a_re_explained_image_has_the_values_it_has_when_every_image_is_re_explained():
+    # The subset's values are those of the same images measured alone: nothing of the
+    # other images leaks in, and the first loop's values do not depend on the subset.
+    ctx = _context()
+    index = torch.arange(0, 40, 3)
+    sub = index[[1, 4, 6]]
+    kwargs = {"n_steps": IG_STEPS, "seed": 3, "batch_size": 8}
+    part = explanation_quality(
+        ctx.model, ctx.images, ctx.targets, index, reexplain_index=sub, **kwargs
+    )
+    alone = explanation_quality(ctx.model, ctx.images, ctx.targets, sub, **kwargs)
+    whole = explanation_quality(ctx.model, ctx.images, ctx.targets, index, **kwargs)
+    assert part.reexplained == sub.tolist() and whole.reexplained == index.tolist()
+    for name in PER_IMAGE_METRICS:
+        if name in REEXPLAINED_METRICS:
+            torch.testing.assert_close(part.values[name], alone.values[name])
+        else:
+            torch.testing.assert_close(part.values[name], whole.values[name])
+
+
+@pytest.mark.parametrize("sub", [[], [1, 2]], ids=["empty", "outside"])
+def test_a_re_explained_subset_outside_the_sample_is_refused(sub):
+    ctx = _context()
+    with pytest.raises(ValueError, match="reexplain_index must be a non-empty subset of index"):
+        explanation_quality(
+            ctx.model,
+            ctx.images,
+            ctx.targets,
+            torch.tensor([0, 2, 4]),
+            reexplain_index=torch.tensor(sub, dtype=torch.long),
+            n_steps=IG_STEPS,
+        )
 
 
 # ---------------------------------------------------------------------- the intervals
