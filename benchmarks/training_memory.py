@@ -3,7 +3,8 @@
 The pipeline's trainer (`flows.tasks.training.make_trainer`) and TAI callbacks
 (`tai_callbacks`, the default budget and corruptions) fit the small CNN for one epoch on
 random RGB images of ``--size`` (made on the fly, no folder), while a thread samples the
-process's resident memory every 20 ms (glibc's mmap threshold fixed, as `tai` runs).
+process's resident memory every 20 ms (glibc's mmap threshold fixed at 128 px and more, as
+`tai` runs).
 Prints the peak of each phase: the training steps, the validation loop, each callback's
 check and what follows.
 
@@ -21,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from flows.tasks.training import make_trainer, tai_callbacks
-from infra.memory import fix_mmap_threshold
+from infra.memory import fix_mmap_threshold_for
 from infra.settings import Settings
 from tai.modeling.module import ClassifierModule
 
@@ -69,7 +70,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if not args.glibc_default:
-        fix_mmap_threshold()  # as `tai` does
+        fix_mmap_threshold_for((args.size, args.size))  # as `tai` does
     settings = Settings(max_epochs=1)
     classes = 4
     state = {"phase": "set-up", "peaks": {}}

@@ -60,9 +60,6 @@ def main() -> None:
     import threading
     import traceback
 
-    from infra.memory import fix_mmap_threshold
-
-    fix_mmap_threshold()
     try:
         app()
         code = 0

@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import MLFlowLogger
 from callbacks import CalibrationCallback, PrototypeExplanationCallback, RobustnessCallback
 from flows.distributed import trainer_strategy
 from flows.progress import current
-from infra.memory import frozen_heap
+from infra.memory import fix_mmap_threshold_for, frozen_heap
 from infra.settings import Settings
 from tai.modeling.datamodule import FolderDataModule
 from tai.modeling.models import default_image_size
@@ -147,6 +147,7 @@ def fit_model(settings: Settings, root: Path, run_id: str | None) -> TrainedMode
             ProgressCallback(),
         ],
     )
+    fix_mmap_threshold_for(data.input_size)  # large images only: memory over speed
     with frozen_heap():
         trainer.fit(module, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

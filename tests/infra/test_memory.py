@@ -1,8 +1,9 @@
-"""glibc's mmap threshold, fixed by every `tai` command: freed image-sized blocks go back
-to the system instead of staying in the allocator's heaps."""
+"""glibc's mmap threshold, fixed by the pipeline for large images: freed image-sized
+blocks go back to the system instead of staying in the allocator's heaps."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,9 @@ PROBE = textwrap.dedent(
     if sys.argv[1] == "fixed":
         from infra.memory import fix_mmap_threshold
         assert fix_mmap_threshold()
+    if sys.argv[1] == "for":
+        from infra.memory import fix_mmap_threshold_for
+        print(fix_mmap_threshold_for((int(sys.argv[2]), int(sys.argv[3]))), end=" ")
     def rss():
         return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
     big = np.ones(16 * 2**20, np.uint8)
@@ -54,6 +58,32 @@ def test_freed_blocks_go_back_to_the_system_once_the_threshold_is_fixed():
     assert held - after < 50  # the premise: glibc's default keeps the freed 196 MiB
     held, after = _resident(PROBE, "fixed")
     assert held - after > 150  # 49 blocks of 4 MiB returned
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+@pytest.mark.parametrize(
+    ("side", "env", "fixed"), [(28, "", False), (224, "", True), (224, "1", False)]
+)
+def test_the_threshold_is_fixed_for_large_images_only_unless_glibc_is_told_otherwise(
+    side, env, fixed
+):
+    # Fixing it for small images made the demo's checks two to three times slower
+    # (infra/memory.py); glibc's own MALLOC_MMAP_THRESHOLD_ takes precedence.
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    if env:
+        environ["MALLOC_MMAP_THRESHOLD_"] = str(64 * 2**20)  # freed 4 MiB blocks stay
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, "for", str(side), "96"],
+        cwd=REPO_ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    answer, held, after = out.split()
+    assert answer == str(fixed)
+    assert (float(held) - float(after) > 150) == fixed
 
 
 TRIM_PROBE = textwrap.dedent(
