@@ -386,7 +386,10 @@ class TaiCheckCallback(pl.Callback, abc.ABC):
                     logits = self._logits(pl_module, x)
                 else:
                     logits = logits.clone()
-                return self.run_check(trainer, pl_module, x, y, logits, final=final)
+                result = self.run_check(trainer, pl_module, x, y, logits, final=final)
+                # The sample size beside the values: what a smaller budget costs in precision.
+                self.log_metrics(trainer, pl_module, {f"tai/{self.name}/samples": len(y)})
+                return result
         finally:
             pl_module.train(was_training)
 

@@ -37,7 +37,10 @@ class AdversarialCallback(TaiCheckCallback):
         epsilons: L-infinity radii in (0, 1] (pixel values in [0, 1]).
         attacks: a non-empty subset of ``("pgd", "fgsm")``.
         steps: PGD iterations.
-        budget: at most this many validation samples per check.
+        budget: at most this many validation samples per check (64 by default: PGD's
+            ``steps`` forward and backward passes per sample and radius made 128 the
+            largest share of the callbacks' cost; the sample size is logged as
+            ``tai/adversarial/samples``).
         every_n_epochs: an interim check every n-th epoch; ``None`` (default): the last
             epoch only.
         cells_per_epoch: (attack, radius) cells of an interim check; ``None``: all.
@@ -62,7 +65,7 @@ class AdversarialCallback(TaiCheckCallback):
         attacks: Sequence[str] = ATTACKS,
         *,
         steps: int = 10,
-        budget: int = 128,
+        budget: int = 64,
         every_n_epochs: int | None = None,
         cells_per_epoch: int | None = 1,
         seed: int = 0,

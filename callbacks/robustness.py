@@ -55,7 +55,9 @@ class RobustnessCallback(TaiCheckCallback):
         corruptions: names from
         :func:`tai.principles.reliability.corruptions.available_corruptions`.
         severities: subset of 1..5.
-        budget: at most this many validation samples per check.
+        budget: at most this many validation samples per check (128 by default: each
+            cell's accuracy to about +-0.05 at 95% near 0.9, the whole grid's 20 cells in
+            about 0.4 s for the small CNN on CPU; logged as ``tai/robustness/samples``).
         every_n_epochs: an interim check every n-th epoch; ``None``: the last epoch only.
         cells_per_epoch: cells of an interim check; ``None``: the whole grid every time.
         batch_size: images per forward pass (bounds memory).
@@ -79,7 +81,7 @@ class RobustnessCallback(TaiCheckCallback):
         corruptions: Sequence[str] = DEFAULT_CORRUPTIONS,
         severities: Sequence[int] = SEVERITIES,
         *,
-        budget: int = 256,
+        budget: int = 128,
         every_n_epochs: int | None = 1,
         cells_per_epoch: int | None = 2,
         batch_size: int = 256,

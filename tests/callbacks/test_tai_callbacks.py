@@ -83,6 +83,10 @@ def test_callbacks_log_metrics_and_figures_to_mlflow(tmp_path, loaders):
     assert len(_history(uri, logger.run_id, "tai/robustness/mean_corruption_accuracy")) == 1
     # Prototypes are checked on the last epoch only by default.
     assert len(_history(uri, logger.run_id, "tai/explain/deletion_auc")) == 1
+    # Each check logs how many samples it measured: its budget, or the validation split.
+    val_size = len(loaders[1].dataset)
+    for name, size in (("calibration", 40), ("robustness", 20), ("explain", val_size)):
+        assert metrics[f"tai/{name}/samples"] == min(size, val_size), name
     artifacts = {f.path for f in client.list_artifacts(logger.run_id, "tai/calibration")}
     assert artifacts == {
         "tai/calibration/reliability_epoch000.png",
