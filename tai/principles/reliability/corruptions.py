@@ -83,8 +83,8 @@ As in ``imagecorruptions``:
   to 8 bits between the two blurs.
 - Pixelate downsamples with PIL's box filter and upsamples nearest, as ``imagecorruptions``
   (Hendrycks' 224-pixel script upsamples with the box filter too). Contrast's mean is per
-  image and channel. JPEG encodes the image quantised to 8 bits (libjpeg through
-  torchvision, 4:2:0 chroma subsampling like PIL's default).
+  image and channel. JPEG encodes the image quantised to 8 bits with PIL at the
+  same quality (4:2:0 chroma subsampling, PIL's default) and decodes it with torchvision.
 
 Deviations:
 
@@ -115,6 +115,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,9 +128,10 @@ import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from scipy.fft import next_fast_len
 from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
+from torchvision.io import decode_jpeg
 
 from tai.inputs import RANGE_TOLERANCE, check_image_batch
 
@@ -1168,13 +1170,29 @@ def _pil_box_counts(n_in: int, n_out: int) -> Tensor:
 
 
 def _jpeg_compression(images: Tensor, severity: int, generator: torch.Generator) -> Tensor:
-    # torchvision's libjpeg(-turbo): the same bytes as PIL's encoder (imagecorruptions) at the
-    # same quality and chroma subsampling, and the same pixels decoded. The batch in one call
-    # each way (torchvision's JPEG transform encodes and decodes image by image).
+    # Encoded by PIL's libjpeg-turbo, imagecorruptions' own call (the same bytes; 2.5x
+    # faster here than torchvision's encode_jpeg, which was the time JPEG lost to the
+    # reference at 224 px), decoded by torchvision for the whole batch at once (1.7x faster
+    # than PIL's decoder), straight into float.
     quality = _JPEG_QUALITY[severity - 1]
     as_uint8 = images.mul(255).round_().to(torch.uint8)  # in [0, 1]: no clamp needed
-    decoded = decode_jpeg(encode_jpeg(list(as_uint8), quality=quality), device=images.device)
-    return torch.stack(decoded).to(images.dtype).div_(255)
+    encoded = []
+    for image in as_uint8.cpu().numpy():
+        # Each channel as a PIL band without a copy, interleaved by PIL: half the time of
+        # transposing the batch to channels-last in torch first.
+        bands = [
+            Image.frombuffer("L", channel.shape[::-1], channel, "raw", "L", 0, 1)
+            for channel in image
+        ]
+        buffer = io.BytesIO()
+        (bands[0] if len(bands) == 1 else Image.merge("RGB", bands)).save(
+            buffer, "JPEG", quality=quality
+        )
+        encoded.append(torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8))
+    out = torch.empty_like(images)
+    for target, decoded in zip(out, decode_jpeg(encoded, device=images.device), strict=True):
+        target.copy_(decoded)
+    return out.div_(255)
 
 
 @_on_rgb
