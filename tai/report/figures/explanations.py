@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tai.report.figures.canvas import HEATMAP_CMAP, grid_figure, show_image
+from tai.report.figures.canvas import CELL, HEATMAP_CMAP, grid_figure, show_image
 
 
 def prototype_criticism_figure(
@@ -111,8 +111,14 @@ def explanation_sheet_figure(
     if class_mean is not None:
         panels["class mean"] = class_mean
     heats = {name: _heat(name, value, size) for name, value in panels.items()}
-    fig = grid_figure(1, 1 + len(heats))
-    axes = fig.subplots(1, 1 + len(heats), squeeze=False)[0]
+    # Fixed margins rather than grid_figure's constrained layout: ten sheets a report, and
+    # the solver was a quarter of their time (3.1 -> 2.4 s for ten, 2026-12-04).
+    columns = 1 + len(heats)
+    width = CELL * columns + 1.0  # the last colour bar's labels need the extra right margin
+    fig = Figure(figsize=(width, CELL + 0.5))
+    FigureCanvasAgg(fig)
+    fig.subplots_adjust(left=0.1 / width, right=1 - 0.6 / width, bottom=0.03, top=0.78, wspace=0.4)
+    axes = fig.subplots(1, columns, squeeze=False)[0]
     show_image(axes[0], image, title="image")
     for ax, (name, heat) in zip(axes[1:], heats.items(), strict=True):
         limit = float(np.abs(heat).max()) or 1.0

@@ -482,6 +482,20 @@ def test_explanation_sheet_without_class_mean():
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["image", "ig"]
 
 
+@pytest.mark.parametrize("methods", [1, 3])
+def test_explanation_sheet_keeps_every_label_inside_the_figure(methods):
+    # fixed margins, no layout solver: the last colour bar's tick labels must still fit
+    maps = {f"method {i}": torch.randn(1, 28, 28) * 3 for i in range(methods)}
+    fig = explanation_sheet_figure(torch.rand(3, 28, 28), maps, torch.randn(1, 28, 28), "t")
+    renderer = fig.canvas.get_renderer()
+    figure_box = fig.bbox
+
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, ax.get_title()
+        assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, ax.get_title()
+
+
 def test_explanation_sheet_rejects_bad_input():
     with pytest.raises(ValueError, match=r"image must have shape \(C, H, W\) with C 1 or 3"):
         explanation_sheet_figure(torch.rand(6, 6), {"a": torch.rand(6, 6)}, None, "t")
