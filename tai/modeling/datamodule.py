@@ -4,8 +4,9 @@ The commit's folder follows the data model of DESIGN.md:
 ``<root>/<dataset>/<split>/<label>/<file>``. Images are decoded when a batch needs them
 (in DataLoader workers with ``num_workers`` > 0), brought to one mode and size
 (:mod:`tai.data.images`) and augmented for training, so memory does not grow with the
-number of images. Class indices follow the sorted label names, so the same commit always
-gives the same mapping.
+number of images. The ``affine`` augmentation transforms each batch at once, in the
+loader's collate step (:mod:`tai.modeling.augmentation`). Class indices follow the
+sorted label names, so the same commit always gives the same mapping.
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from torchvision.transforms import v2
 
 from tai.data.images import FolderImages, InputFormat, input_format, subset
 from tai.data.profile import scan_dataset
+from tai.modeling.augmentation import AugmentingCollate, BatchRandomAffine
 
 SPLITS = ("train", "val", "test")
 AUGMENTATIONS = ("affine", "crop-flip", "none")
 
 
 def augmentation(name: str, size: tuple[int, int]) -> Callable[[Tensor], Tensor] | None:
-    """The training augmentation ``name``:
+    """The per-image training augmentation ``name`` (applied as each image is read):
 
-    - ``affine``: small rotations, shifts and zooms (digits, documents: a flip would
-      change their meaning);
+    - ``affine``: none here, see :func:`batch_augmentation`;
     - ``crop-flip``: a random resized crop (60-100% of the area) and a horizontal flip, the
       usual augmentation of photos;
     - ``none``.
@@ -38,8 +39,8 @@ def augmentation(name: str, size: tuple[int, int]) -> Callable[[Tensor], Tensor]
     Raises:
         ValueError: an unknown name.
     """
-    if name == "affine":
-        return v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))
+    if name in ("affine", "none"):
+        return None
     if name == "crop-flip":
         return v2.Compose(
             [
@@ -47,9 +48,16 @@ def augmentation(name: str, size: tuple[int, int]) -> Callable[[Tensor], Tensor]
                 v2.RandomHorizontalFlip(),
             ]
         )
-    if name == "none":
-        return None
     raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {name!r}")
+
+
+def batch_augmentation(name: str) -> Callable[[Tensor], Tensor] | None:
+    """The training augmentation ``name`` that transforms a whole batch: ``affine``, small
+    rotations (10 degrees), shifts (8%) and zooms (10%), each image its own draw (digits,
+    documents: a flip would change their meaning). None for the others."""
+    if name == "affine":
+        return BatchRandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))
+    return None
 
 
 class FolderDataModule(pl.LightningDataModule):
@@ -134,8 +142,14 @@ class FolderDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def loader(self, dataset: FolderImages, *, shuffle: bool = False) -> DataLoader:
-        """Batches of ``dataset`` (decoded by the workers)."""
+    def loader(
+        self,
+        dataset: FolderImages,
+        *,
+        shuffle: bool = False,
+        augment: Callable[[Tensor], Tensor] | None = None,
+    ) -> DataLoader:
+        """Batches of ``dataset`` (decoded, and transformed by ``augment``, in the workers)."""
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
@@ -144,10 +158,13 @@ class FolderDataModule(pl.LightningDataModule):
             generator=generator if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=AugmentingCollate(augment) if augment is not None else None,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.splits["train"], shuffle=True)
+        return self.loader(
+            self.splits["train"], shuffle=True, augment=batch_augmentation(self.augment)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.splits["val"])

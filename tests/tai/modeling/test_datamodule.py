@@ -51,18 +51,23 @@ def test_a_cap_on_images_keeps_every_class_and_is_seeded(tmp_path):
     assert a.splits["train"].paths == b.splits["train"].paths
 
 
-def test_only_the_training_split_is_augmented(tmp_path):
+@pytest.mark.parametrize("augment", ["affine", "crop-flip"])
+def test_only_the_training_loader_is_augmented(tmp_path, augment):
     write_tiny_dataset(tmp_path, counts={"train": 4, "val": 4, "test": 4}, classes=2, size=16)
-    dm = FolderDataModule(tmp_path, "tiny", augment="affine", seed=0)
+    dm = FolderDataModule(tmp_path, "tiny", augment=augment, batch_size=4, seed=0)
     dm.setup()
     torch.manual_seed(0)
-    augmented = dm.splits["train"][0][0]
-    plain = dm.eval_split("train").images([0])[0]
-    assert not torch.equal(augmented, plain)
-    assert torch.equal(dm.splits["val"][0][0], dm.eval_split("val").images([0])[0])
-    none = FolderDataModule(tmp_path, "tiny", augment="none")
+    augmented, _ = next(iter(dm.train_dataloader()))
+    plain = dm.eval_split("train").images(range(4))
+    assert augmented.shape == plain.shape
+    # shuffled, so compare as sets: no augmented image is one of the originals
+    assert not any(torch.equal(a, p) for a in augmented for p in plain)
+    val, _ = next(iter(dm.val_dataloader()))
+    assert torch.equal(val, dm.eval_split("val").images(range(4)))
+    none = FolderDataModule(tmp_path, "tiny", augment="none", batch_size=4)
     none.setup()
-    assert torch.equal(none.splits["train"][0][0], none.eval_split("train").images([0])[0])
+    images, _ = next(iter(none.loader(none.splits["train"])))
+    assert torch.equal(images, none.eval_split("train").images(range(4)))
 
 
 def _mixed_folder(root):
