@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from flows import prefect_server
 from flows.stores import make_data_store
 from infra.datastore.base import DataStore, DataStoreError
 from infra.sample_data import write_mnist_sample
@@ -171,6 +172,7 @@ def run_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> str:
             f"main at {store.resolve('main')}"
         )
     echo("[2/5] pipeline on main: data engineering, training with TAI callbacks, gates ...")
+    prefect_server.wait_until_started()  # if the CLI began starting it (flows.prefect_server)
     first = tai_pipeline(branch="main", settings=settings)
     echo(describe_result(first))
     echo("[3/5] data change: a branch adds degraded training images and is merged into main ...")
@@ -243,6 +245,7 @@ def review_demo(settings: Settings, *, echo: Callable[[str], None] = print) -> s
     from infra.mlflow_store import MlflowStore
     from tai import tags
 
+    prefect_server.wait_until_started()  # if the CLI began starting it (flows.prefect_server)
     mlflow = MlflowStore(settings)
     alarms = [r for r in mlflow.runs(EXPERIMENT) if r.data.metrics.get("alarm", 0) == 1]
     store = make_data_store(settings)

@@ -39,8 +39,13 @@ def monitor(
         fail("give a FOLDER of images, or --ref REF --prefix PATH of the data store")
     if ref is not None and not prefix:
         fail("--ref needs --prefix: the path of the batch in that branch or commit")
+    from flows import prefect_server
+
+    prefect_server.start_early()  # beside the imports below
     from flows.monitor import describe, tai_monitor
     from flows.progress import for_terminal, showing
+
+    prefect_server.wait_until_started()
 
     with showing(for_terminal()), stdout_kept_clean() if as_json else nullcontext():
         result = tai_monitor(

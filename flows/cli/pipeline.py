@@ -34,11 +34,15 @@ def run(
     if global_rank() > 0:  # one of several processes of torchrun or SLURM: train only
         typer.echo(train_as_worker(settings, commit or branch))
         return
-    _, version = check_inputs(settings, commit or branch)  # fail fast, before Prefect starts
+    from flows import prefect_server
+
+    prefect_server.start_early()  # beside the input checks and imports below
+    _, version = check_inputs(settings, commit or branch)  # fail fast, before any flow runs
     from flows.pipeline import tai_pipeline
     from flows.progress import for_terminal, showing
     from flows.summary import describe_result
 
+    prefect_server.wait_until_started()
     with showing(for_terminal()):
         result = tai_pipeline(
             branch=branch, commit=version.commit_id, settings=settings, force=force
@@ -59,6 +63,9 @@ def demo(
     if step not in ("", "review"):
         fail(f"unknown demo step {step!r}; run `tai demo`, then `tai demo review`")
     settings = current_settings()
+    from flows import prefect_server
+
+    prefect_server.start_early()  # beside the imports and the sample's import
     from flows.demo import review_demo, run_demo
     from flows.progress import for_terminal, showing
 

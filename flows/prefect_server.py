@@ -1,0 +1,48 @@
+"""Start Prefect's temporary server in the background while other start-up work runs.
+
+Without ``PREFECT_API_URL`` the first flow run starts a temporary Prefect server and waits
+for it: 5-14 s in `tai demo` (py-spy, 2026-12-04), most of it in the server's own process
+(imports, database migrations). :func:`start_early` begins that start in a thread at the
+top of a command, so it overlaps with checking the inputs or importing the sample;
+:func:`wait_until_started` joins it before the first flow. If the early start fails the
+first flow starts the server itself and reports what is wrong, as before.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+_thread: threading.Thread | None = None
+
+
+def _start() -> None:
+    try:
+        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+
+        SubprocessASGIServer().start()  # the same instance the first flow's client asks for
+    except Exception:  # noqa: BLE001 - the first flow run starts it again and says why not
+        return
+
+
+def start_early() -> None:
+    """Begin starting the temporary server (nothing when ``PREFECT_API_URL`` is set)."""
+    global _thread
+    if os.environ.get("PREFECT_API_URL") or _thread is not None:
+        return
+    _thread = threading.Thread(target=_start, name="prefect-server-start", daemon=True)
+    _thread.start()
+
+
+def wait_until_started() -> None:
+    """Block until :func:`start_early`'s start has finished (at once if none began).
+
+    Call it before the first flow: a flow started meanwhile would find the server marked
+    running before it answers.
+    """
+    if _thread is not None:
+        _thread.join()
