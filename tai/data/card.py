@@ -45,12 +45,15 @@ from tai.data.profile import (
     DatasetError,
     DatasetSummary,
     ImageRecord,
+    decoded_images_kept,
     noise_profile,
     scan_dataset,
     validate_dataset,
 )
 
 SCHEMA_VERSION = "1.0"
+# Decoded images kept while one card is built (the MNIST sample: 17 MB).
+KEEP_DECODED_BYTES = 512 * 2**20
 METADATA_FILE = "metadata.csv"
 #: Folds of the out-of-fold probabilities of the label-noise estimate: the fewest
 #: training images a class needs for it.
@@ -95,47 +98,52 @@ def build_data_card(
             ``n_components`` or ``n_factors`` below 1, an unknown ``factor_method``).
     """
     _check_options(max_images, n_factors, n_components=n_components, method=factor_method)
-    records: list[ImageRecord] = []
-    digests: list[str] = []
-    descriptors: list[np.ndarray] = []
+    # Validation decodes every image; the noise profile, the factors and their
+    # distributions read samples of the same images again: keep what fits.
+    with decoded_images_kept(KEEP_DECODED_BYTES):
+        records: list[ImageRecord] = []
+        digests: list[str] = []
+        descriptors: list[np.ndarray] = []
 
-    def describe(record: ImageRecord, sha256: str, pixels: np.ndarray) -> None:
-        records.append(record)
-        digests.append(sha256)
-        descriptors.append(image_descriptor(pixels))
+        def describe(record: ImageRecord, sha256: str, pixels: np.ndarray) -> None:
+            records.append(record)
+            digests.append(sha256)
+            descriptors.append(image_descriptor(pixels))
 
-    summary = validate_dataset(root, dataset, on_image=describe)
-    stacked = np.stack(descriptors)
-    descriptors.clear()
-    leakage = split_leakage([r.path for r in records], [r.split for r in records], digests, stacked)
-    del stacked
-    profile = noise_profile(root, records, seed=seed)
-    fmt = pixel_format(summary)
-    train_records = [r for r in records if r.split == "train"]
-    train = load_split(
-        root, train_records, summary.classes, max_images=max_images, seed=seed, fmt=fmt
-    )
-    pca = _pixel_pca(train, n_components, seed)
-    codes = pca.transform(train.images)
-    factors = factors_of_variation(
-        codes, n_factors=min(n_factors, codes.shape[1]), method=factor_method, seed=seed
-    )
-    label_noise = _label_noise(
-        codes.numpy(), train.targets.numpy(), summary.classes, seed, of=len(train_records)
-    )
-    distributions = _factor_distributions(
-        root, records, summary.classes, pca, factors, fmt, max_images=max_images, seed=seed
-    )
-    groups = image_groups(root, dataset, records, group_column) if group_column else None
-    splits = sorted({r.split for r in records})
-    rep = representation(
-        {s: [r.label for r in records if r.split == s] for s in splits},
-        {s: [g for r, g in zip(records, groups, strict=True) if r.split == s] for s in splits}
-        if groups
-        else None,
-    )
-    if groups:
-        _check_groups_are_tested(rep.group_counts, group_column)
+        summary = validate_dataset(root, dataset, on_image=describe)
+        stacked = np.stack(descriptors)
+        descriptors.clear()
+        leakage = split_leakage(
+            [r.path for r in records], [r.split for r in records], digests, stacked
+        )
+        del stacked
+        profile = noise_profile(root, records, seed=seed)
+        fmt = pixel_format(summary)
+        train_records = [r for r in records if r.split == "train"]
+        train = load_split(
+            root, train_records, summary.classes, max_images=max_images, seed=seed, fmt=fmt
+        )
+        pca = _pixel_pca(train, n_components, seed)
+        codes = pca.transform(train.images)
+        factors = factors_of_variation(
+            codes, n_factors=min(n_factors, codes.shape[1]), method=factor_method, seed=seed
+        )
+        label_noise = _label_noise(
+            codes.numpy(), train.targets.numpy(), summary.classes, seed, of=len(train_records)
+        )
+        distributions = _factor_distributions(
+            root, records, summary.classes, pca, factors, fmt, max_images=max_images, seed=seed
+        )
+        groups = image_groups(root, dataset, records, group_column) if group_column else None
+        splits = sorted({r.split for r in records})
+        rep = representation(
+            {s: [r.label for r in records if r.split == s] for s in splits},
+            {s: [g for r, g in zip(records, groups, strict=True) if r.split == s] for s in splits}
+            if groups
+            else None,
+        )
+        if groups:
+            _check_groups_are_tested(rep.group_counts, group_column)
     return {
         "schema_version": SCHEMA_VERSION,
         "summary": summary.as_dict(),
