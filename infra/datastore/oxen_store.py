@@ -32,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -299,7 +300,7 @@ class OxenDataStore(DataStore):
                 f"no Oxen repository at {self.root}; create it first (`tai data import-sample` "
                 "creates it with the MNIST sample, or call create_repository())"
             )
-        with _OXEN_LOCK, _repository_lock(self.root):
+        with _OXEN_LOCK, _repository_lock(self.root), _native_output_silenced():
             previous = os.environ.get("OXEN_CONFIG_DIR")
             os.environ["OXEN_CONFIG_DIR"] = str(self._user_config_dir)
             try:
@@ -430,6 +431,29 @@ def _repository_lock(root: Path) -> Iterator[None]:
             os.close(fd)
         else:
             _HELD[root] = (depth, fd)
+
+
+@contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """Send what native code writes to the process's stdout and stderr (file descriptors
+    1 and 2) to /dev/null meanwhile. Oxen's Rust prints "oxen added N files", commit
+    messages and progress bars there: they broke through `tai demo`'s live display and
+    into CI logs. What Oxen does is reported by the store's return values and errors.
+    Held under ``_OXEN_LOCK``, so calls do not nest; Python output from other threads in
+    that window (a live display's refresh) is lost too, and redrawn after."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
 
 
 def _open_repo(path: Path) -> Any:

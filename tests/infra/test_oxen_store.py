@@ -100,6 +100,17 @@ def test_upload_and_commit_record_files_and_metadata(store, tmp_path):
     assert head.timestamp[:4].isdigit() and "T" in head.timestamp
 
 
+def test_oxen_prints_nothing_on_stdout_or_stderr(store, tmp_path, capfd):
+    capfd.readouterr()
+    commit_id = _commit_files(store, tmp_path, "main", {"d/train/0/a.png": "a"})
+    store.materialize(commit_id)
+
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""  # Oxen prints "oxen added 1 files" etc. from Rust
+    print("after")  # and the process's own output goes where it went before
+    assert capfd.readouterr().out == "after\n"
+
+
 def test_upload_under_a_prefix(store, tmp_path):
     source = _folder(tmp_path / "src", {"train/3/9.png": "nine"})
 
