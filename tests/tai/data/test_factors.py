@@ -16,7 +16,12 @@ from tai.data.factors import (
     pixel_embeddings,
     traversal,
 )
-from tai.report.figures.data import explained_variance_figure, factor_traversal_figure
+from tai.report.figures.canvas import min_max
+from tai.report.figures.data import (
+    explained_variance_figure,
+    factor_traversal_figure,
+    traversal_strip,
+)
 
 
 def _low_rank_images(n: int = 300, rank: int = 5, seed: int = 0) -> torch.Tensor:
@@ -289,10 +294,23 @@ def test_traversal_figure_has_one_row_per_factor():
     fig = factor_traversal_figure(rows, pca.explained_variance_ratio.tolist())
 
     assert isinstance(fig, Figure)
-    assert sum(1 for ax in fig.axes if ax.images) == 12
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3  # one strip of the 4 steps per factor
+    strip = shown[1].images[0].get_array()
+    assert strip.shape == (8, 4 * 8 + 3)  # 8 x 8 images, 1-pixel gaps
+    scaled = min_max(rows[1])
+    np.testing.assert_allclose(strip[:, 9:17], scaled[1, 0].numpy(), atol=1e-6)
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert labels[0].startswith("factor 0") and labels[0].endswith("%")
     fig.canvas.draw()
+
+
+def test_traversal_strip_puts_the_steps_side_by_side_with_white_gaps():
+    row = torch.stack([torch.full((3, 2, 2), float(v)) for v in (0.1, 0.2, 0.3)])
+    strip = traversal_strip(row, gap=2)
+    assert strip.shape == (3, 2, 3 * 2 + 2 * 2)
+    expected = [0.1, 0.1, 1, 1, 0.2, 0.2, 1, 1, 0.3, 0.3]
+    np.testing.assert_allclose(strip[0, 0].numpy(), expected, rtol=1e-6)
 
 
 def test_traversal_figure_rejects_mismatched_input():
