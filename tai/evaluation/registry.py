@@ -40,6 +40,8 @@ class CheckOptions:
         prototypes_per_class: prototypes explained per class.
         ig_steps: Integrated Gradients steps.
         explanation_budget: test images the explanation-quality metrics are computed on.
+        explanation_reexplain_budget: of those, the images max-sensitivity and the
+            randomisation check explain again (see ``ExplanationCheck``).
         epsilons: L-infinity radii of FGSM and PGD; empty switches both off.
         pgd_steps: PGD iterations.
         adversarial_budget: test images attacked.
@@ -56,6 +58,7 @@ class CheckOptions:
     prototypes_per_class: int = 1
     ig_steps: int = 32
     explanation_budget: int = 256
+    explanation_reexplain_budget: int = 64
     epsilons: Sequence[float] = (0.05, 0.1)
     pgd_steps: int = 10
     adversarial_budget: int = 256
@@ -82,6 +85,7 @@ def evaluation_checks(options: CheckOptions | None = None) -> tuple[Check, ...]:
             prototypes_per_class=o.prototypes_per_class,
             ig_steps=o.ig_steps,
             quality_budget=o.explanation_budget,
+            reexplain_budget=o.explanation_reexplain_budget,
             batch_size=o.batch_size,
         ),
         ClassFairnessCheck(),
