@@ -95,9 +95,11 @@ def evaluation_checks(options: CheckOptions | None = None) -> tuple[Check, ...]:
         SelectivePredictionCheck(),
     ]
     if o.epsilons:
-        checks.append(AdversarialCheck(
+        checks.append(
+            AdversarialCheck(
                 o.epsilons, steps=o.pgd_steps, budget=o.adversarial_budget, batch_size=o.batch_size
-            ))
+            )
+        )
     checks.append(
         CertificationCheck(
             enabled=o.certify,
