@@ -110,8 +110,10 @@ def main() -> None:
     for callback in callbacks:
         callback.wait_for_figures()
     stop.set()
-    print(f"size {args.size}, batch {args.batch_size}, budget {settings.tai_budget}, "
-          f"{time.monotonic() - started:.0f} s")
+    print(
+        f"size {args.size}, batch {args.batch_size}, budget {settings.tai_budget}, "
+        f"{time.monotonic() - started:.0f} s"
+    )
     for phase, peak in state["peaks"].items():
         print(f"{phase:40s} peak {peak:7.0f} MB")
 
