@@ -83,7 +83,7 @@ def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
             sheet = explanation_sheet_figure(
                 e.images[k].cpu(), maps, e.class_mean_maps[k].cpu(), f"class {name}"
             )
-            figures[f"sheet_{k}"] = figure_png(sheet)
+            figures[f"sheet_{k}"] = figure_png(sheet, tight=False)  # fixed margins: 0.22 -> 0.14 s
     selective = evaluation.detail("selective_prediction")
     if selective is not None:
         curve, at = selective

@@ -16,10 +16,11 @@ from torch import Tensor
 HEATMAP_CMAP = "RdBu_r"  # diverging: red = evidence for the class, blue = against
 
 
-def figure_png(figure: Figure, *, dpi: int = 110) -> bytes:
-    """The figure rendered as PNG bytes."""
+def figure_png(figure: Figure, *, dpi: int = 110, tight: bool = True) -> bytes:
+    """The figure rendered as PNG bytes; ``tight`` crops it to what is drawn, which costs
+    a second draw (leave it off for figures laid out with fixed margins)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return buffer.getvalue()
 
 

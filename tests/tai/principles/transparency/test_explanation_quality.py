@@ -512,3 +512,19 @@ def test_docstring_examples_hold():
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_sheet_png_without_cropping_keeps_the_figure_size():
+    import io
+
+    from PIL import Image
+
+    from tai.report.figures.canvas import figure_png
+
+    fig = explanation_sheet_figure(torch.rand(1, 8, 8), {"a": torch.rand(8, 8)}, None, "t")
+    width, height = fig.get_size_inches() * 50
+    loose = Image.open(io.BytesIO(figure_png(fig, dpi=50, tight=False)))
+    cropped = Image.open(io.BytesIO(figure_png(fig, dpi=50)))
+
+    assert loose.size == (round(width), round(height))
+    assert cropped.size != loose.size  # the default crops to what is drawn
