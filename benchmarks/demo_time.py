@@ -5,7 +5,9 @@
 Each run uses a new temporary workspace, so it includes the sample import, both
 pipeline runs, the data change and the process start-up (imports, Prefect's server).
 Also prints the median of each stage's own "<stage> done in N s" line (output not on a
-terminal), in the order the demo runs them: a profile per stage.
+terminal), in the order the demo runs them: a profile per stage. With ``--timeline`` each
+line the demo prints is shown with the second it came (unbuffered), which shows the time
+outside the stages: start-up, the data change, the summary.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import selectors
 import shutil
 import statistics
 import subprocess
@@ -28,6 +31,7 @@ STAGE = re.compile(r"^\s*(.+?) done in ([\d.]+) s$", re.M)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--timeline", action="store_true", help="stamp every output line")
     args = parser.parse_args()
     tai = shutil.which("tai", path=str(Path(sys.executable).parent))
     times = []
@@ -40,13 +44,14 @@ def main() -> None:
                 if not k.startswith(("TAI_", "PREFECT_", "MLFLOW_"))
             }
             env["TAI_POLICY_FILE"] = str(ROOT / "tai-policy.yaml")
+            env["PYTHONUNBUFFERED"] = "1"  # each line when it is written, for --timeline
             start = time.perf_counter()
-            done = subprocess.run([tai, "demo"], cwd=tmp, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.exit(f"tai demo failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+            code, out = _run([tai, "demo"], tmp, env, start, stamp=args.timeline)
+            if code != 0:
+                sys.exit(f"tai demo failed:\n{out[-4000:]}")
             times.append(time.perf_counter() - start)
             seen: dict[str, int] = {}
-            for name, seconds in STAGE.findall(done.stdout + done.stderr):
+            for name, seconds in STAGE.findall(out):
                 seen[name] = seen.get(name, 0) + 1
                 key = f"{name} ({seen[name]})" if seen[name] > 1 else name
                 stages.setdefault(key, []).append(float(seconds))
@@ -58,6 +63,33 @@ def main() -> None:
     print(
         f"| tai demo, fresh workspace | {statistics.median(times):.0f} s (median of {len(times)}) |"
     )
+
+
+def _run(command: list[str], cwd: str, env: dict, start: float, *, stamp: bool) -> tuple[int, str]:
+    """Run ``command``; its exit code and its stdout and stderr interleaved as they came,
+    each line printed with the seconds since ``start`` when ``stamp``."""
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    selector = selectors.DefaultSelector()
+    for stream in (proc.stdout, proc.stderr):
+        selector.register(stream, selectors.EVENT_READ)
+    lines, open_streams = [], 2
+    while open_streams:
+        for key, _ in selector.select():
+            line = key.fileobj.readline()
+            if not line:
+                selector.unregister(key.fileobj)
+                open_streams -= 1
+                continue
+            text = line.decode(errors="replace").rstrip()
+            lines.append(text)
+            if stamp:
+                print(f"{time.perf_counter() - start:7.2f}  {text[:110]}", flush=True)
+    code = proc.wait()
+    if stamp:
+        print(f"{time.perf_counter() - start:7.2f}  (exit {code})", flush=True)
+    return code, "\n".join(lines)
 
 
 if __name__ == "__main__":
