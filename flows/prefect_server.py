@@ -16,25 +16,34 @@ import threading
 _thread: threading.Thread | None = None
 
 
-def _start() -> None:
+def _start(server: object) -> None:
     try:
-        from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-        if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-            return
-        from prefect.server.api.server import SubprocessASGIServer
-
-        SubprocessASGIServer().start()  # the same instance the first flow's client asks for
+        server.start()  # type: ignore[attr-defined]  # the instance the first flow asks for
     except Exception:  # noqa: BLE001 - the first flow run starts it again and says why not
         return
 
 
 def start_early() -> None:
-    """Begin starting the temporary server (nothing when ``PREFECT_API_URL`` is set)."""
+    """Begin starting the temporary server (nothing when ``PREFECT_API_URL`` is set).
+
+    Prefect's server modules are imported here, in the calling thread: imported in the
+    thread while the caller imported MLflow, SQLAlchemy's modules were seen half
+    initialised (``sqlalchemy.orm.exc`` without ``UnmappedClassError``) and every later
+    use failed. The thread only starts the server's process and polls it.
+    """
     global _thread
     if os.environ.get("PREFECT_API_URL") or _thread is not None:
         return
-    _thread = threading.Thread(target=_start, name="prefect-server-start", daemon=True)
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    _thread = threading.Thread(
+        target=_start, args=(server,), name="prefect-server-start", daemon=True
+    )
     _thread.start()
 
 
