@@ -139,6 +139,35 @@ class RunProgress:
                 self._line(f"evaluation: {name} {seconds:.1f} s ({index + 1}/{total})")
 
     # -- display ----------------------------------------------------------------------
+    def echo(self, text: str) -> None:
+        """Print ``text`` on stdout while the display runs.
+
+        A live display redraws its lines by moving the cursor up over what it drew last;
+        anything written to the same terminal behind its back (``typer.echo`` writes to
+        stdout's buffer directly) is drawn over, or the display repeats below it. So on a
+        terminal the text goes through the display's console, above the live lines.
+        Redirected to a file or a pipe, stdout gets the text itself.
+        """
+        if self._progress is not None and _is_terminal(sys.stdout):
+            self._settle_finished()
+            self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, flush=True)
+
+    def _settle_finished(self) -> None:
+        """Print the stages finished so far above the live lines and drop them from the
+        display, so that text echoed now comes after them, in the order things ran."""
+        assert self._progress is not None
+        done = []
+        for task in self._progress.tasks:
+            if not task.finished:
+                break
+            done.append(task)
+        if done:
+            self._progress.console.print(self._progress.make_tasks_table(done))
+            for task in done:
+                self._progress.remove_task(task.id)
+
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
@@ -152,6 +181,9 @@ class RunProgress:
                 TimeElapsedColumn(),
                 console=Console(file=self.stream),
                 transient=False,
+                # rich would send every print() to the display's terminal, even when
+                # stdout is a file: only take it over when it is the terminal too
+                redirect_stdout=_is_terminal(sys.stdout),
             )
             self._progress.start()
         return self
@@ -183,7 +215,17 @@ def showing(progress: RunProgress) -> Iterator[RunProgress]:
         _current.pop()
 
 
+def echo(text: str) -> None:
+    """Print ``text`` on stdout without breaking the current display (see
+    :meth:`RunProgress.echo`)."""
+    current().echo(text)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
 def for_terminal(stream: TextIO | None = None) -> RunProgress:
     """A live display on a terminal, plain lines otherwise."""
     stream = stream or sys.stderr
-    return RunProgress(stream, live=bool(getattr(stream, "isatty", lambda: False)()))
+    return RunProgress(stream, live=_is_terminal(stream))

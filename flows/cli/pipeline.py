@@ -67,10 +67,10 @@ def demo(
 
     prefect_server.start_early()  # beside the imports and the sample's import
     from flows.demo import review_demo, run_demo
-    from flows.progress import for_terminal, showing
+    from flows.progress import echo, for_terminal, showing
 
     with showing(for_terminal()):
-        summary = (review_demo if step else run_demo)(settings, echo=typer.echo)
+        summary = (review_demo if step else run_demo)(settings, echo=echo)
     typer.echo(summary)
 
 

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from flows.progress import RunProgress, current, for_terminal, showing
+from flows.progress import RunProgress, current, echo, for_terminal, showing
 
 
 class _Tty(io.StringIO):
@@ -102,3 +102,50 @@ def test_a_stage_that_fails_prints_no_done_line():
             with progress.stage("data engineering"):
                 raise ValueError("a split is missing")
     assert re.sub(r"[0-9.]+ s", "X s", out.getvalue()) == "inputs done in X s\n"
+
+
+def _screen(text: str, columns: int = 100, lines: int = 40) -> list[str]:
+    """What a terminal shows after ``text``: cursor moves and erases applied (pyte)."""
+    pyte = pytest.importorskip("pyte")
+    screen = pyte.Screen(columns, lines)
+    screen.set_mode(pyte.modes.LNM)  # a newline also returns the carriage, as a tty does
+    pyte.Stream(screen).feed(text)
+    shown = [line.rstrip() for line in screen.display]
+    while shown and not shown[-1]:
+        shown.pop()
+    return shown
+
+
+def test_lines_echoed_during_a_live_display_are_drawn_once_above_it(monkeypatch):
+    # stdout and stderr are the same terminal, as when a person runs `tai demo`
+    terminal = _Tty()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.setenv("COLUMNS", "100")
+    with showing(for_terminal(terminal)) as progress:
+        echo("[1/2] first run ...")
+        _run_stages(progress)
+        echo("first run: version 1 is champion")
+        echo("[2/2] second run ...")
+        with progress.stage("data engineering"):
+            pass
+    shown = _screen(terminal.getvalue())
+    # in the order things ran, each drawn once
+    assert [line.strip().split("━")[0].strip() for line in shown] == [
+        "[1/2] first run ...",
+        "✓ data engineering",
+        "✓ training",
+        "✓ evaluation",
+        "first run: version 1 is champion",
+        "[2/2] second run ...",
+        "✓ data engineering",
+    ]
+
+
+def test_echo_goes_to_stdout_itself_when_stdout_is_not_the_terminal(monkeypatch):
+    terminal, redirected = _Tty(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", redirected)
+    with showing(for_terminal(terminal)):
+        echo("data commit abc")
+        print("a library's print")
+    assert redirected.getvalue() == "data commit abc\na library's print\n"
+    assert "data commit" not in terminal.getvalue()
