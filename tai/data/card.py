@@ -33,6 +33,7 @@ from tai.data.factors import (
 )
 from tai.data.groups import read_group_column, representation
 from tai.data.images import (
+    DECODED_CACHE_BYTES,
     InputFormat,
     SplitTensors,
     downscaled,
@@ -52,8 +53,6 @@ from tai.data.profile import (
 )
 
 SCHEMA_VERSION = "1.0"
-# Decoded images kept while one card is built (the MNIST sample: 17 MB).
-KEEP_DECODED_BYTES = 512 * 2**20
 METADATA_FILE = "metadata.csv"
 #: Folds of the out-of-fold probabilities of the label-noise estimate: the fewest
 #: training images a class needs for it.
@@ -100,7 +99,7 @@ def build_data_card(
     _check_options(max_images, n_factors, n_components=n_components, method=factor_method)
     # Validation decodes every image; the noise profile, the factors and their
     # distributions read samples of the same images again: keep what fits.
-    with decoded_images_kept(KEEP_DECODED_BYTES):
+    with decoded_images_kept(DECODED_CACHE_BYTES):  # while one card is built
         records: list[ImageRecord] = []
         digests: list[str] = []
         descriptors: list[np.ndarray] = []

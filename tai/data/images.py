@@ -191,7 +191,6 @@ class FolderImages(Dataset):
         decoded = len(self.records) * fmt.channels * fmt.size[0] * fmt.size[1] * 4
         # Shared with without_transform()'s copy; each DataLoader worker fills its own.
         self._cache: dict[int, Tensor] | None = {} if decoded <= cache_bytes else None
-        self._cache_bytes = cache_bytes
 
     def __len__(self) -> int:
         return len(self.records)
@@ -224,9 +223,7 @@ class FolderImages(Dataset):
     def without_transform(self) -> FolderImages:
         """The same images without augmentation (e.g. the training split for evaluation),
         sharing the decoded-image cache."""
-        plain = FolderImages(
-            self.root, self.records, self.classes, self.fmt, cache_bytes=self._cache_bytes
-        )
+        plain = FolderImages(self.root, self.records, self.classes, self.fmt, cache_bytes=0)
         plain._cache = self._cache
         return plain
 

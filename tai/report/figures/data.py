@@ -53,7 +53,7 @@ def factor_traversal_figure(traversals: list[Tensor], explained: list[float]) ->
     # One image per factor, its steps side by side, rather than an axes per step: 56 axes
     # for the default 8 factors x 7 steps took 0.8 s to draw, most of the data card's
     # figure time (2026-12-04).
-    height, width = traversals[0].shape[-2:]
+    width = traversals[0].shape[-1]
     fig = Figure(figsize=(CELL * steps * 0.6 + 1.2, CELL * 0.6 * len(traversals) + 0.6))
     FigureCanvasAgg(fig)
     fig.subplots_adjust(left=0.12, right=0.98, bottom=0.02, top=0.9, hspace=0.08)

@@ -33,7 +33,7 @@ def test_the_card_decodes_each_image_once_and_is_the_same_card(tmp_path, monkeyp
     # validation reads every file's bytes once; nothing is opened by path afterwards
     assert opened["bytes"] == 60 and sum(opened.values()) == 60
 
-    monkeypatch.setattr(card_module, "KEEP_DECODED_BYTES", 0)
+    monkeypatch.setattr(card_module, "DECODED_CACHE_BYTES", 0)
     opened.clear()
     decoded_again = json.dumps(build_data_card(tmp_path, "tiny", n_components=8, n_factors=4))
     assert sum(opened.values()) > 60  # the samples are decoded again from their paths
