@@ -84,6 +84,28 @@ def test_the_p_value_agrees_with_scipys_permutation_test():
     assert 0.01 < ours.p_value < 0.9  # a weak shift: neither extreme
 
 
+
+def test_the_relabellings_are_a_full_shuffles_first_samples():
+    """The p-value counts exactly the relabellings a full argsort of the same uniform
+    draws gives (the code takes the n smallest draws with a partition instead), each
+    statistic by the direct formula."""
+    from tai.monitoring import drift
+
+    data = np.random.default_rng(4)
+    x, y = data.normal(size=(12, 2)), data.normal(0.3, 1.0, size=(9, 2))
+    b = drift._PERMUTATION_CHUNK + 7  # two chunks
+    ours = mmd_test(x, y, n_permutations=b, max_samples=100, rng=np.random.default_rng(5))
+    pooled, n = np.concatenate([x, y]), len(x)
+    rng = np.random.default_rng(5)
+    exceed = 0
+    for size in (drift._PERMUTATION_CHUNK, 7):
+        for order in np.argsort(rng.random((size, len(pooled))), axis=1):
+            first = np.isin(np.arange(len(pooled)), order[:n])
+            stat = direct_mmd2(pooled[first], pooled[~first], ours.bandwidth)
+            exceed += stat >= ours.mmd2 - 1e-12
+    assert ours.p_value == (1 + exceed) / (1 + b)
+    assert 0.0 < ours.p_value < 1.0
+
 def test_a_known_shift_is_rejected():
     rng = np.random.default_rng(5)
     reference = rng.normal(size=(1000, 32))
