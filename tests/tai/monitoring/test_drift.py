@@ -84,7 +84,6 @@ def test_the_p_value_agrees_with_scipys_permutation_test():
     assert 0.01 < ours.p_value < 0.9  # a weak shift: neither extreme
 
 
-
 def test_the_relabellings_are_a_full_shuffles_first_samples():
     """The p-value counts exactly the relabellings a full argsort of the same uniform
     draws gives (the code takes the n smallest draws with a partition instead), each
@@ -105,6 +104,7 @@ def test_the_relabellings_are_a_full_shuffles_first_samples():
             exceed += stat >= ours.mmd2 - 1e-12
     assert ours.p_value == (1 + exceed) / (1 + b)
     assert 0.0 < ours.p_value < 1.0
+
 
 def test_a_known_shift_is_rejected():
     rng = np.random.default_rng(5)
