@@ -412,6 +412,7 @@ def randomisation_sanity_check(
     target_layer: str | None = None,
     n_steps: int = 32,
     batch_size: int = 64,
+    trained_maps: Tensor | None = None,
 ) -> SanityResult:
     """Model randomisation test (Adebayo et al., 2018) of an attribution method.
 
@@ -439,6 +440,8 @@ def randomisation_sanity_check(
         n_steps: Integrated Gradients' quadrature points.
         batch_size: most images in one pass through either model (see
             :func:`~tai.principles.transparency.attribution_methods.attribute`).
+        trained_maps: ``method``'s maps of ``inputs`` on ``model`` when the caller has them
+            already (the quality sample's Integrated Gradients): not computed again.
 
     Returns:
         :class:`SanityResult`.
@@ -465,7 +468,12 @@ def randomisation_sanity_check(
         ).maps
         return _pixel_heat(maps)
 
-    trained = heat(model)
+    if trained_maps is not None and trained_maps.shape[0] != inputs.shape[0]:
+        raise ValueError(
+            f"trained_maps must hold one map per input ({inputs.shape[0]}), got "
+            f"{trained_maps.shape[0]}; pass the maps of these inputs or None."
+        )
+    trained = heat(model) if trained_maps is None else _pixel_heat(trained_maps)
     randomised = copy.deepcopy(model)
     copies = dict(randomised.named_modules())
     layer_correlations = []

@@ -315,11 +315,14 @@ def explanation_quality(
         )
     parts: dict[str, list[Tensor]] = {name: [] for name in _per_image_names(methods)}
     deltas = []
+    ig_maps: dict[int, Tensor] = {}  # of the re-explained images, for the randomisation check
     for k, chunk in enumerate(index.split(batch_size)):
         x, y = load_images(chunk), targets[chunk]
         # Every pass below runs at most `batch_size` images through the model, whatever
         # the steps or perturbations it needs (at 224x224 these passes were the memory).
         ig = integrated_gradients(model, x, y, n_steps=n_steps, internal_batch_size=batch_size)
+        kept = reexplain[k * batch_size : k * batch_size + len(chunk)]
+        ig_maps |= dict(zip(chunk[kept].tolist(), ig.maps[kept].detach(), strict=True))
         parts["deletion_auc"].append(deletion_auc(model, x, ig.maps, y, batch_size=batch_size).auc)
         parts["insertion_auc"].append(
             insertion_auc(model, x, ig.maps, y, batch_size=batch_size).auc
@@ -354,6 +357,11 @@ def explanation_quality(
                 n_steps=n_steps,
                 threshold=SANITY_THRESHOLD,
                 batch_size=batch_size,
+                trained_maps=(
+                    torch.stack([ig_maps[i] for i in chunk.tolist()])
+                    if m == "integrated_gradients"
+                    else None
+                ),
             )
             parts[f"sanity_{m}_correlation"].append(check.correlations)
     values = {name: torch.cat([v.detach().double().cpu() for v in p]) for name, p in parts.items()}

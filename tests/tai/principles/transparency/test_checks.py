@@ -14,10 +14,14 @@ from tai.check import EvalContext, sample_indices
 from tai.modeling.models import build_model
 from tai.principles.transparency.checks import QUALITY_BUDGET, REEXPLAIN_BUDGET, ExplanationCheck
 from tai.principles.transparency.explain import deletion_auc, integrated_gradients
-from tai.principles.transparency.explanation_quality import insertion_auc
+from tai.principles.transparency.explanation_quality import (
+    insertion_auc,
+    randomisation_sanity_check,
+)
 from tai.principles.transparency.explanations import (
     PER_IMAGE_METRICS,
     REEXPLAINED_METRICS,
+    SANITY_THRESHOLD,
     PrototypeSplit,
     explanation_quality,
     held_out_prototypes,
@@ -221,6 +225,39 @@ def test_a_re_explained_image_has_the_values_it_has_when_every_image_is_re_expla
             torch.testing.assert_close(part.values[name], alone.values[name])
         else:
             torch.testing.assert_close(part.values[name], whole.values[name])
+
+
+def test_the_randomisation_check_reuses_the_first_loops_maps_to_the_same_correlations():
+    # The quality loop's Integrated Gradients maps stand for the trained model's maps of
+    # the re-explained images; the check that computes them itself gives the same values.
+    ctx = _context()
+    index, sub = torch.arange(0, 40, 3), torch.tensor([3, 12, 30])
+    part = explanation_quality(
+        ctx.model,
+        ctx.images,
+        ctx.targets,
+        index,
+        reexplain_index=sub,
+        n_steps=IG_STEPS,
+        seed=3,
+        batch_size=8,
+    )
+    direct = randomisation_sanity_check(
+        ctx.model,
+        ctx.images(sub),
+        ctx.targets[sub],
+        method="integrated_gradients",
+        seed=3,
+        n_steps=IG_STEPS,
+        threshold=SANITY_THRESHOLD,
+        batch_size=8,
+    )
+    torch.testing.assert_close(
+        part.values["sanity_integrated_gradients_correlation"],
+        direct.correlations.double(),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("sub", [[], [1, 2]], ids=["empty", "outside"])

@@ -389,6 +389,23 @@ def test_cascade_randomises_layers_from_the_output_down():
     assert result.mode == "cascade" and result.method == "gradcam"
 
 
+def test_the_trained_models_maps_given_are_not_computed_again():
+    model, x = _tiny_cnn(), _images(4, 8)
+    maps = attribute(model, x, _TARGET, method="saliency").maps
+    computed = randomisation_sanity_check(model, x, _TARGET, method="saliency", seed=1)
+    given = randomisation_sanity_check(
+        model, x, _TARGET, method="saliency", seed=1, trained_maps=maps
+    )
+    torch.testing.assert_close(given.correlations, computed.correlations)
+    # maps of other images than these change the result: they are really used
+    other = randomisation_sanity_check(
+        model, x, _TARGET, method="saliency", seed=1, trained_maps=maps.flip(0)
+    )
+    assert not torch.allclose(other.correlations, computed.correlations)
+    with pytest.raises(ValueError, match="trained_maps must hold one map per input \\(4\\), got 3"):
+        randomisation_sanity_check(model, x, _TARGET, method="saliency", trained_maps=maps[:3])
+
+
 @pytest.mark.parametrize(
     ("model", "kwargs", "message"),
     [
