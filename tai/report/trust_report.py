@@ -28,7 +28,7 @@ from tai.report.figures.autonomy import risk_coverage_curve
 from tai.report.figures.canvas import figure_png
 from tai.report.figures.data import factor_distribution_figure
 from tai.report.figures.explanations import (
-    explanation_sheet_figure,
+    explanation_sheets_figure,
     prototype_criticism_figure,
     prototype_figure,
 )
@@ -55,7 +55,7 @@ class ReportContext:
 
 
 def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
-    """The report's figures as PNG bytes, by name (``sheet_<k>`` per prototype)."""
+    """The report's figures as PNG bytes, by name."""
     figures: dict[str, bytes] = {}
     calibration = evaluation.detail("calibration")
     if calibration is not None:
@@ -78,12 +78,15 @@ def report_figures(evaluation: Evaluation) -> dict[str, bytes]:
                 names,
             )
         )
-        for k, name in enumerate(names):
-            maps = {m: v[k].cpu() for m, v in e.method_maps.items()}
-            sheet = explanation_sheet_figure(
-                e.images[k].cpu(), maps, e.class_mean_maps[k].cpu(), f"class {name}"
-            )
-            figures[f"sheet_{k}"] = figure_png(sheet, tight=False)  # fixed margins: 0.22 -> 0.14 s
+        figures["sheets"] = figure_png(
+            explanation_sheets_figure(
+                e.images.cpu(),
+                {m: v.cpu() for m, v in e.method_maps.items()},
+                e.class_mean_maps.cpu(),
+                [f"class {name}" for name in names],
+            ),
+            tight=False,  # fixed margins
+        )
     selective = evaluation.detail("selective_prediction")
     if selective is not None:
         curve, at = selective

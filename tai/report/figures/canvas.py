@@ -7,8 +7,11 @@ global figure state, no GUI backend chosen at import, nothing saved by the figur
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
+import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -50,3 +53,40 @@ def show_image(ax, image: Tensor, *, title: str | None = None) -> None:
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=9)
+
+
+# -- mosaics: many small images drawn as one ---------------------------------------------
+# An axes per image (and a colour bar per map) is what makes a figure slow: ten
+# explanation sheets of six axes and four colour bars each took 1.8 s to draw and save.
+# A mosaic is one array shown in one axes, its labels placed as text (2026-12-04).
+
+
+def image_rgb(image: Tensor) -> np.ndarray:
+    """A ``(C, H, W)`` image (C 1 or 3) as ``(H, W, 3)`` floats in [0, 1], min-max scaled
+    when its values are outside [0, 1] (as :func:`show_image` shows it)."""
+    image = image.detach().float().cpu()
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        image = min_max(image)
+    return image.expand(3, -1, -1).permute(1, 2, 0).numpy()
+
+
+def heat_rgb(heat: np.ndarray) -> np.ndarray:
+    """An ``(H, W)`` attribution map as ``(H, W, 3)`` RGB on :data:`HEATMAP_CMAP`: 0 is
+    white, and the map's largest ``|value|`` the colormap's end (an all-zero map is
+    white)."""
+    limit = float(np.abs(heat).max()) or 1.0
+    return colormaps[HEATMAP_CMAP](0.5 + 0.5 * np.asarray(heat) / limit)[..., :3]
+
+
+def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int) -> np.ndarray:
+    """Cells of one ``(H, W, 3)`` shape as one image: row by row, ``gap`` white pixels
+    between neighbours."""
+    height, width = rows[0][0].shape[:2]
+    columns = max(len(row) for row in rows)
+    out = np.ones((len(rows) * (height + gap) - gap, columns * (width + gap) - gap, 3))
+    for i, row in enumerate(rows):
+        for j, cell in enumerate(row):
+            top, left = i * (height + gap), j * (width + gap)
+            out[top : top + height, left : left + width] = cell
+    return out

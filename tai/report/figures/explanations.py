@@ -15,10 +15,19 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from tai.report.figures.canvas import CELL, HEATMAP_CMAP, grid_figure, show_image
+from tai.report.figures.canvas import (
+    HEATMAP_CMAP,
+    grid_figure,
+    heat_rgb,
+    image_rgb,
+    mosaic,
+    show_image,
+)
 
 
 def prototype_criticism_figure(
@@ -79,55 +88,75 @@ def prototype_criticism_figure(
     return fig
 
 
-def explanation_sheet_figure(
-    image: Tensor,
+def explanation_sheets_figure(
+    images: Tensor,
     maps: Mapping[str, Tensor],
-    class_mean: Tensor | None,
-    title: str,
+    class_means: Tensor | None,
+    titles: Sequence[str],
 ) -> Figure:
-    """One row: the image, each method's map, and the class-mean attribution.
+    """One row per image: the image, each method's map, and its class's mean map.
+
+    Every map is scaled to its own largest ``|value|`` (one colour bar, -1 to 1, serves
+    them all). The rows are drawn as one mosaic in one axes, with the method names above
+    the columns and ``titles`` left of the rows.
 
     Args:
-        image: ``(C, H, W)`` image, ``C`` 1 or 3.
-        maps: method name -> ``(C, H, W)``, ``(1, H, W)`` or ``(H, W)`` map of that image.
-        class_mean: the mean map over the class (same shapes accepted), or ``None``.
-        title: the figure's title (e.g. the image id, its label and the prediction).
+        images: ``(N, C, H, W)`` images, ``C`` 1 or 3.
+        maps: method name -> ``(N, C, H, W)``, ``(N, 1, H, W)`` or ``(N, H, W)`` maps of
+            the images.
+        class_means: ``(N, ...)`` the mean map of each image's class (the same shapes
+            accepted), or ``None``.
+        titles: one per image (e.g. its class).
 
     Returns:
-        A figure with ``1 + len(maps) + (class_mean is not None)`` image axes, the heat
-        maps each with a colorbar.
+        A figure with the mosaic's axes and the colour bar's.
 
     Raises:
-        ValueError: on a malformed image, no maps, or a map of another size.
+        ValueError: on malformed images, no maps, a map of another size or count, or a
+            number of titles that is not one per image.
     """
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] not in (1, 3):
         raise ValueError(
-            f"image must have shape (C, H, W) with C 1 or 3, got {tuple(image.shape)}."
+            f"images must be a non-empty (N, C, H, W) batch with C 1 or 3, got shape "
+            f"{tuple(images.shape)}."
         )
     if not maps:
         raise ValueError("maps is empty: pass at least one method's map.")
-    size = tuple(image.shape[1:])
+    n, size = images.shape[0], tuple(images.shape[2:])
+    if len(titles) != n:
+        raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}.")
     panels = dict(maps)
-    if class_mean is not None:
-        panels["class mean"] = class_mean
-    heats = {name: _heat(name, value, size) for name, value in panels.items()}
-    # Fixed margins rather than grid_figure's constrained layout: ten sheets a report, and
-    # the solver was a quarter of their time (3.1 -> 2.4 s for ten, 2026-12-04).
-    columns = 1 + len(heats)
-    width = CELL * columns + 1.0  # the last colour bar's labels need the extra right margin
-    fig = Figure(figsize=(width, CELL + 0.5))
+    if class_means is not None:
+        panels["class mean"] = class_means
+    for name, value in panels.items():
+        if value.shape[0] != n:
+            raise ValueError(
+                f"map {name!r} must hold one map per image ({n}), got {value.shape[0]}."
+            )
+    rows = [
+        [image_rgb(images[k])] + [heat_rgb(_heat(name, v[k], size)) for name, v in panels.items()]
+        for k in range(n)
+    ]
+    height, width = size
+    gap = max(1, width // 14)
+    columns = ["image", *panels]
+    cell = 1.1  # inches a cell
+    fig_w, fig_h = cell * len(columns) + 2.1, max(cell * n + 0.7, 2.0)
+    fig = Figure(figsize=(fig_w, fig_h))
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.1 / width, right=1 - 0.6 / width, bottom=0.03, top=0.78, wspace=0.4)
-    axes = fig.subplots(1, columns, squeeze=False)[0]
-    show_image(axes[0], image, title="image")
-    for ax, (name, heat) in zip(axes[1:], heats.items(), strict=True):
-        limit = float(np.abs(heat).max()) or 1.0
-        shown = ax.imshow(heat, cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit)
-        fig.colorbar(shown, ax=ax, shrink=0.7)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title, fontsize=10)
+    # Fixed margins in inches: row titles on the left, the colour bar on the right.
+    ax = fig.add_axes((1.2 / fig_w, 0.1 / fig_h, 1 - 2.1 / fig_w, 1 - 0.55 / fig_h))
+    ax.imshow(mosaic(rows, gap), interpolation="nearest")
+    ax.set_axis_off()
+    for j, name in enumerate(columns):
+        ax.text(j * (width + gap) + width / 2, -gap, name, ha="center", va="bottom", fontsize=8)
+    for k, title in enumerate(titles):
+        ax.text(-gap, k * (height + gap) + height / 2, title, ha="right", va="center", fontsize=9)
+    bar = fig.add_axes((1 - 0.75 / fig_w, 0.25 / fig_h, 0.12 / fig_w, 1 - 0.9 / fig_h))
+    scale = ScalarMappable(Normalize(-1.0, 1.0), cmap=HEATMAP_CMAP)
+    fig.colorbar(scale, cax=bar, ticks=[-1, 0, 1])
+    bar.set_ylabel("map / max |map|", fontsize=7)
+    bar.tick_params(labelsize=7)
     return fig
 
 

@@ -131,9 +131,10 @@ def test_trust_report_shows_decision_numbers_figures_and_lineage(evaluation):
     assert "Trust report · m version 4" in html
     assert "1 of 1 gates failed" in html
     assert "<code>champion</code> stays at version 2" in html
-    # reliability, robustness, prototypes, prototypes+criticisms, one sheet per class,
-    # risk-coverage, adversarial accuracy
-    assert html.count("data:image/png;base64,") == 4 + 3 + 2
+    # reliability, robustness, prototypes, prototypes+criticisms, the explanation sheets
+    # (one row per class), risk-coverage, adversarial accuracy
+    assert html.count("data:image/png;base64,") == 4 + 1 + 2
+    assert 'alt="explanation sheets"' in html
     for method in ("integrated_gradients", "saliency", "gradcam", "occlusion"):
         assert f"<tr><td>{method}</td>" in html  # its sanity-check row
     assert "No champion to compare explanations with yet." in html

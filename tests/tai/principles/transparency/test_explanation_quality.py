@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy.ndimage import gaussian_filter
 from scipy.stats import spearmanr
@@ -21,7 +22,7 @@ from tai.principles.transparency.explanation_quality import (
     randomisation_sanity_check,
     sensitivity_score,
 )
-from tai.report.figures.explanations import explanation_sheet_figure
+from tai.report.figures.explanations import explanation_sheets_figure
 
 
 class _Linear(nn.Module):
@@ -477,51 +478,72 @@ def test_similarity_rejects_bad_shapes(a, b, message):
 # --- explanation sheet -------------------------------------------------------------------
 
 
-def test_explanation_sheet_has_image_each_method_and_class_mean_in_one_row():
-    image = torch.rand(1, 6, 6)
-    maps = {"saliency": torch.rand(1, 6, 6), "gradcam": torch.rand(6, 6)}
+def _sheet_cell(fig: Figure, row: int, column: int, size: int) -> np.ndarray:
+    """The RGB cell of the mosaic at ``(row, column)`` (cells of ``size`` pixels)."""
+    array = fig.axes[0].images[0].get_array()
+    gap = max(1, size // 14)
+    top, left = row * (size + gap), column * (size + gap)
+    return np.asarray(array[top : top + size, left : left + size])
 
-    fig = explanation_sheet_figure(image, maps, torch.randn(1, 6, 6), "digit 7")
+
+def test_explanation_sheets_draw_each_image_its_maps_and_its_class_mean_in_a_row():
+    images = torch.rand(2, 1, 6, 6)
+    maps = {"saliency": torch.randn(2, 1, 6, 6), "gradcam": torch.randn(2, 6, 6)}
+    means = torch.randn(2, 1, 6, 6)
+
+    fig = explanation_sheets_figure(images, maps, means, ["digit 7", "digit 1"])
 
     assert isinstance(fig, Figure)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert [ax.get_title() for ax in shown] == ["image", "saliency", "gradcam", "class mean"]
-    assert {ax.get_subplotspec().rowspan.start for ax in shown} == {0}
-    low, high = shown[3].images[0].get_clim()
-    assert low == -high
-    assert fig.get_suptitle() == "digit 7"
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["image", "saliency", "gradcam", "class mean", "digit 7", "digit 1"]
+    for k in range(2):
+        # the image in grey, each map on the diverging colormap scaled to its own max |.|
+        np.testing.assert_allclose(
+            _sheet_cell(fig, k, 0, 6), images[k, 0, ..., None].expand(6, 6, 3)
+        )
+        for j, heat in enumerate([maps["saliency"][k, 0], maps["gradcam"][k], means[k, 0]]):
+            limit = heat.abs().max()
+            expected = colormaps["RdBu_r"]((0.5 + 0.5 * heat / limit).numpy())[..., :3]
+            np.testing.assert_allclose(_sheet_cell(fig, k, 1 + j, 6), expected, atol=1e-12)
+    assert fig.axes[1].get_ylabel() == "map / max |map|"
     fig.canvas.draw()
 
 
-def test_explanation_sheet_without_class_mean():
-    fig = explanation_sheet_figure(torch.rand(3, 5, 5), {"ig": torch.rand(3, 5, 5)}, None, "x")
+def test_explanation_sheets_without_class_means():
+    fig = explanation_sheets_figure(
+        torch.rand(1, 3, 5, 5), {"ig": torch.rand(1, 3, 5, 5)}, None, ["x"]
+    )
+    assert [t.get_text() for t in fig.axes[0].texts] == ["image", "ig", "x"]
 
-    assert [ax.get_title() for ax in fig.axes if ax.images] == ["image", "ig"]
 
-
-@pytest.mark.parametrize("methods", [1, 3])
-def test_explanation_sheet_keeps_every_label_inside_the_figure(methods):
-    # fixed margins, no layout solver: the last colour bar's tick labels must still fit
-    maps = {f"method {i}": torch.randn(1, 28, 28) * 3 for i in range(methods)}
-    fig = explanation_sheet_figure(torch.rand(3, 28, 28), maps, torch.randn(1, 28, 28), "t")
+@pytest.mark.parametrize(("methods", "rows"), [(1, 1), (3, 10)])
+def test_explanation_sheets_keep_every_label_inside_the_figure(methods, rows):
+    # fixed margins, no layout solver: the row titles and the colour bar must still fit
+    maps = {f"method {i}": torch.randn(rows, 1, 28, 28) * 3 for i in range(methods)}
+    fig = explanation_sheets_figure(
+        torch.rand(rows, 3, 28, 28), maps, torch.randn(rows, 1, 28, 28), ["class 10"] * rows
+    )
     renderer = fig.canvas.get_renderer()
     figure_box = fig.bbox
+    for artist in [*fig.axes, *fig.axes[0].texts]:
+        box = artist.get_tightbbox(renderer) if hasattr(artist, "get_tightbbox") else None
+        box = box if box is not None else artist.get_window_extent(renderer)
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, artist
+        assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, artist
 
-    for ax in fig.axes:
-        box = ax.get_tightbbox(renderer)
-        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1, ax.get_title()
-        assert figure_box.y0 <= box.y0 and box.y1 <= figure_box.y1, ax.get_title()
 
-
-def test_explanation_sheet_rejects_bad_input():
-    with pytest.raises(ValueError, match=r"image must have shape \(C, H, W\) with C 1 or 3"):
-        explanation_sheet_figure(torch.rand(6, 6), {"a": torch.rand(6, 6)}, None, "t")
+def test_explanation_sheets_reject_bad_input():
+    a = {"a": torch.rand(1, 6, 6)}
+    with pytest.raises(ValueError, match=r"images must be a non-empty \(N, C, H, W\) batch"):
+        explanation_sheets_figure(torch.rand(6, 6), a, None, ["t"])
     with pytest.raises(ValueError, match="maps is empty"):
-        explanation_sheet_figure(torch.rand(1, 6, 6), {}, None, "t")
+        explanation_sheets_figure(torch.rand(1, 1, 6, 6), {}, None, ["t"])
     with pytest.raises(ValueError, match=r"map 'class mean' must have shape .* \(6, 6\)"):
-        explanation_sheet_figure(
-            torch.rand(1, 6, 6), {"a": torch.rand(6, 6)}, torch.rand(5, 5), "t"
-        )
+        explanation_sheets_figure(torch.rand(1, 1, 6, 6), a, torch.rand(1, 5, 5), ["t"])
+    with pytest.raises(ValueError, match=r"map 'a' must hold one map per image \(2\), got 1"):
+        explanation_sheets_figure(torch.rand(2, 1, 6, 6), a, None, ["t", "u"])
+    with pytest.raises(ValueError, match=r"titles must have one entry per image \(1\), got 2"):
+        explanation_sheets_figure(torch.rand(1, 1, 6, 6), a, None, ["t", "u"])
 
 
 def test_docstring_examples_hold():
@@ -538,7 +560,7 @@ def test_a_sheet_png_without_cropping_keeps_the_figure_size():
 
     from tai.report.figures.canvas import figure_png
 
-    fig = explanation_sheet_figure(torch.rand(1, 8, 8), {"a": torch.rand(8, 8)}, None, "t")
+    fig = explanation_sheets_figure(torch.rand(1, 1, 8, 8), {"a": torch.rand(1, 8, 8)}, None, ["t"])
     width, height = fig.get_size_inches() * 50
     loose = Image.open(io.BytesIO(figure_png(fig, dpi=50, tight=False)))
     cropped = Image.open(io.BytesIO(figure_png(fig, dpi=50)))
