@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -90,3 +92,34 @@ def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int) -> np.ndarray:
             top, left = i * (height + gap), j * (width + gap)
             out[top : top + height, left : left + width] = cell
     return out
+
+
+def mosaic_figure(
+    rows: Sequence[Sequence[np.ndarray]],
+    column_titles: Sequence[str],
+    row_titles: Sequence[str],
+    *,
+    cell: float = 1.1,
+) -> Figure:
+    """Cells of one ``(H, W, 3)`` shape (:func:`image_rgb`, :func:`heat_rgb`) as one
+    figure: a mosaic in one axes, titles above the columns and left of the rows, and one
+    colour bar for every heat map (each scaled to its own largest ``|value|``).
+    ``cell``: inches a cell; the margins are fixed in inches."""
+    height, width = rows[0][0].shape[:2]
+    gap = max(1, width // 14)
+    columns = max(len(row) for row in rows)
+    fig_w, fig_h = cell * columns + 2.1, max(cell * len(rows) + 0.7, 2.0)
+    fig = Figure(figsize=(fig_w, fig_h))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((1.2 / fig_w, 0.1 / fig_h, 1 - 2.1 / fig_w, 1 - 0.55 / fig_h))
+    ax.imshow(mosaic(rows, gap), interpolation="nearest")
+    ax.set_axis_off()
+    for j, title in enumerate(column_titles):
+        ax.text(j * (width + gap) + width / 2, -gap, title, ha="center", va="bottom", fontsize=8)
+    for i, title in enumerate(row_titles):
+        ax.text(-gap, i * (height + gap) + height / 2, title, ha="right", va="center", fontsize=9)
+    bar = fig.add_axes((1 - 0.75 / fig_w, 0.25 / fig_h, 0.12 / fig_w, 1 - 0.9 / fig_h))
+    fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), cmap=HEATMAP_CMAP), cax=bar, ticks=[-1, 0, 1])
+    bar.set_ylabel("map / max |map|", fontsize=7)
+    bar.tick_params(labelsize=7)
+    return fig

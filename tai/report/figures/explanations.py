@@ -13,19 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from tai.report.figures.canvas import (
-    HEATMAP_CMAP,
     grid_figure,
     heat_rgb,
     image_rgb,
-    mosaic,
+    mosaic_figure,
     show_image,
 )
 
@@ -137,27 +132,7 @@ def explanation_sheets_figure(
         [image_rgb(images[k])] + [heat_rgb(_heat(name, v[k], size)) for name, v in panels.items()]
         for k in range(n)
     ]
-    height, width = size
-    gap = max(1, width // 14)
-    columns = ["image", *panels]
-    cell = 1.1  # inches a cell
-    fig_w, fig_h = cell * len(columns) + 2.1, max(cell * n + 0.7, 2.0)
-    fig = Figure(figsize=(fig_w, fig_h))
-    FigureCanvasAgg(fig)
-    # Fixed margins in inches: row titles on the left, the colour bar on the right.
-    ax = fig.add_axes((1.2 / fig_w, 0.1 / fig_h, 1 - 2.1 / fig_w, 1 - 0.55 / fig_h))
-    ax.imshow(mosaic(rows, gap), interpolation="nearest")
-    ax.set_axis_off()
-    for j, name in enumerate(columns):
-        ax.text(j * (width + gap) + width / 2, -gap, name, ha="center", va="bottom", fontsize=8)
-    for k, title in enumerate(titles):
-        ax.text(-gap, k * (height + gap) + height / 2, title, ha="right", va="center", fontsize=9)
-    bar = fig.add_axes((1 - 0.75 / fig_w, 0.25 / fig_h, 0.12 / fig_w, 1 - 0.9 / fig_h))
-    scale = ScalarMappable(Normalize(-1.0, 1.0), cmap=HEATMAP_CMAP)
-    fig.colorbar(scale, cax=bar, ticks=[-1, 0, 1])
-    bar.set_ylabel("map / max |map|", fontsize=7)
-    bar.tick_params(labelsize=7)
-    return fig
+    return mosaic_figure(rows, ["image", *panels], titles)
 
 
 def _heat(name: str, value: Tensor, size: tuple[int, ...]) -> np.ndarray:
@@ -180,10 +155,10 @@ def prototype_figure(
 ) -> Figure:
     """A grid with one column per prototype: the image on top, its attributions below.
 
-    The heat map is the attribution summed over channels, drawn with a diverging colormap
-    whose centre (white) is 0 and whose limits are symmetric, ``+-max|attribution|`` per
-    map. Images with values outside ``[0, 1]`` (e.g. normalised tensors) are min-max
-    scaled for display.
+    The heat map is the attribution summed over channels, on a diverging colormap whose
+    centre (white) is 0, each map scaled to its own ``max|attribution|`` (one colour bar,
+    -1 to 1, for all). Images with values outside ``[0, 1]`` (e.g. normalised tensors)
+    are min-max scaled for display.
 
     Args:
         images: ``(N, C, H, W)`` images with ``C`` 1 or 3.
@@ -192,39 +167,20 @@ def prototype_figure(
         titles: one column title per prototype; default ``"class <label>"``.
 
     Returns:
-        A matplotlib :class:`~matplotlib.figure.Figure` on the Agg canvas (never saved).
+        A mosaic figure (:func:`~tai.report.figures.canvas.mosaic_figure`) on the Agg
+        canvas (never saved).
 
     Raises:
         ValueError: on empty input, wrong shapes or lengths, or ``C`` not 1 or 3.
     """
     _check(images, attributions, labels, titles)
-    n = images.shape[0]
     titles = titles if titles is not None else [f"class {label}" for label in labels]
     heat = attributions if attributions.ndim == 3 else attributions.sum(dim=1)
-    heat = heat.detach().float().cpu()
-
-    # Fixed margins, not layout="constrained": with a colour bar per map the constrained
-    # solver was half the cost of drawing and saving the figure (0.61 -> 0.30 s CPU for
-    # ten prototypes), and the prototypes callback draws it during training.
-    width = 2.2 * n  # inches; the margins below are fixed in inches
-    fig = Figure(figsize=(width, 4.6))
-    FigureCanvasAgg(fig)
-    fig.subplots_adjust(left=0.45 / width, right=1 - 0.4 / width, bottom=0.02, top=0.92)
-    axes = fig.subplots(2, n, squeeze=False)
-    for j in range(n):
-        top, bottom = axes[0, j], axes[1, j]
-        image = _displayable(images[j])
-        top.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0.0, vmax=1.0)
-        top.set_title(titles[j], fontsize=9)
-        limit = float(heat[j].abs().max()) or 1.0
-        shown = bottom.imshow(heat[j].numpy(), cmap=HEATMAP_CMAP, vmin=-limit, vmax=limit)
-        fig.colorbar(shown, ax=bottom, shrink=0.8, use_gridspec=False)
-        for ax in (top, bottom):
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("prototype")
-    axes[1, 0].set_ylabel("attribution")
-    return fig
+    heat = heat.detach().float().cpu().numpy()
+    # A mosaic, not an axes and a colour bar per map: the prototypes callback draws this
+    # during training (ten prototypes drawn and saved: 0.78 -> 0.10 s, 2026-12-04).
+    rows = [[image_rgb(image) for image in images], [heat_rgb(h) for h in heat]]
+    return mosaic_figure(rows, titles, ["prototype", "attribution"])
 
 
 def _check(
@@ -245,12 +201,3 @@ def _check(
         raise ValueError(f"labels must have one entry per image ({n}), got {len(labels)}.")
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}.")
-
-
-def _displayable(image: Tensor) -> np.ndarray:
-    """``(H, W)`` or ``(H, W, 3)`` array in ``[0, 1]``."""
-    image = image.detach().float().cpu()
-    low, high = float(image.min()), float(image.max())
-    if low < 0.0 or high > 1.0:
-        image = (image - low) / (high - low) if high > low else torch.zeros_like(image)
-    return image[0].numpy() if image.shape[0] == 1 else image.permute(1, 2, 0).numpy()

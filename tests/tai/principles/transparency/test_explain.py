@@ -304,30 +304,31 @@ def test_prototype_figure_puts_image_above_zero_centred_heat_map():
     fig = prototype_figure(images, attributions, [0, 1, 2], titles=["a", "b", "c"])
 
     assert isinstance(fig, Figure)
-    grid = [ax for ax in fig.axes if ax.images]  # colorbars hold no image
-    assert len(grid) == 6
-
-    def cells(row):
-        spec = [(ax.get_subplotspec(), ax) for ax in grid]
-        found = [(s.colspan.start, ax) for s, ax in spec if s.rowspan.start == row]
-        return [ax for _, ax in sorted(found, key=lambda pair: pair[0])]
-
-    tops, bottoms = cells(0), cells(1)
-    assert [ax.get_title() for ax in tops] == ["a", "b", "c"]
-    for j, ax in enumerate(bottoms):
-        heat = ax.images[0]
-        low, high = heat.get_clim()
-        assert low == -high == -float(attributions[j].sum(dim=0).abs().max())
-        assert isinstance(heat.get_cmap(), matplotlib.colors.Colormap)
-        assert heat.get_cmap().name == "RdBu_r"
+    mosaic = fig.axes[0].images[0].get_array()
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["a", "b", "c", "prototype", "attribution"]
+    for j in range(3):
+        left = j * 7  # 6-pixel cells, one pixel apart
+        np.testing.assert_allclose(mosaic[:6, left : left + 6], images[j].permute(1, 2, 0))
+        heat = attributions[j].sum(dim=0)
+        # white at 0, the colormap's ends at +-max|heat| of this map
+        expected = matplotlib.colormaps["RdBu_r"]((0.5 + 0.5 * heat / heat.abs().max()).numpy())
+        np.testing.assert_allclose(mosaic[7:13, left : left + 6], expected[..., :3], atol=1e-12)
+    assert fig.axes[1].get_ylabel() == "map / max |map|"  # the one colour bar
     fig.canvas.draw()  # renders on Agg without a display
 
 
-def test_prototype_figure_defaults_titles_to_class_labels():
-    fig = prototype_figure(torch.rand(2, 1, 5, 5) * 4 - 2, torch.zeros(2, 5, 5), [7, 9])
+def test_prototype_figure_defaults_titles_to_class_labels_and_scales_images_outside_0_1():
+    images = torch.rand(2, 1, 5, 5) * 4 - 2
+    fig = prototype_figure(images, torch.zeros(2, 5, 5), [7, 9])
 
-    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles == ["class 7", "class 9"]
+    assert [t.get_text() for t in fig.axes[0].texts][:2] == ["class 7", "class 9"]
+    mosaic = fig.axes[0].images[0].get_array()
+    first = images[0, 0]
+    scaled = (first - first.min()) / (first.max() - first.min())  # min-max per image
+    np.testing.assert_allclose(mosaic[:5, :5, 0], scaled.numpy(), atol=1e-6)
+    white = np.array(matplotlib.colormaps["RdBu_r"](0.5)[:3])
+    np.testing.assert_allclose(mosaic[6:11, :5], np.broadcast_to(white, (5, 5, 3)))  # zero map
 
 
 @pytest.mark.parametrize(
