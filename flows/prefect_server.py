@@ -5,13 +5,16 @@ for it: 5-14 s in `tai demo` (py-spy, 2026-12-04), most of it in the server's ow
 (imports, database migrations). :func:`start_early` begins that start in a thread at the
 top of a command, so it overlaps with checking the inputs or importing the sample;
 :func:`wait_until_started` joins it before the first flow. If the early start fails the
-first flow starts the server itself and reports what is wrong, as before.
+first flow starts the server itself and reports what is wrong, as before. A new
+workspace's database is first copied from the migrated template made at install
+(:mod:`infra.db_templates`), which halves the server's start.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 _thread: threading.Thread | None = None
 
@@ -40,11 +43,26 @@ def start_early() -> None:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    from infra.db_templates import ensure_prefect_db
+
+    database = prefect_database()
+    if database is not None:
+        ensure_prefect_db(database)  # a new workspace's, migrated already: half the start
     server = SubprocessASGIServer()
     _thread = threading.Thread(
         target=_start, args=(server,), name="prefect-server-start", daemon=True
     )
     _thread.start()
+
+
+def prefect_database() -> Path | None:
+    """The SQLite file of Prefect's server database, or None when it is another database."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url
+    url = url.get_secret_value() if url is not None else ""
+    prefix = "sqlite+aiosqlite:///"
+    return Path(url[len(prefix) :]) if url.startswith(prefix) else None
 
 
 def wait_until_started() -> None:

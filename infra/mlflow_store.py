@@ -119,7 +119,7 @@ class MlflowStore:
     def client(self):
         from mlflow import MlflowClient
 
-        from infra.mlflow_db import ensure_tracking_db
+        from infra.db_templates import ensure_tracking_db
 
         ensure_tracking_db(self.settings.tracking_uri)  # a new workspace's, from a template
         return MlflowClient(tracking_uri=self.settings.tracking_uri)

@@ -52,6 +52,38 @@ def test_the_early_server_is_the_one_the_first_flow_uses(tmp_path):
     assert "one server" in done.stdout
 
 
+def _block_schema_ids(db) -> set[str]:
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        return {row[0] for row in connection.execute("SELECT id FROM block_schema")}
+
+
+@pytest.mark.integration
+def test_a_new_workspaces_server_starts_on_a_copy_of_the_migrated_template(tmp_path):
+    from infra.db_templates import make_prefect_template, template_path
+
+    template = template_path("prefect")
+    if not template.exists():  # `make install` makes it
+        make_prefect_template(template)
+    home = tmp_path / "prefect"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
+    env["PREFECT_HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    # the template's rows (their random ids) are there: the server did not migrate anew
+    assert _block_schema_ids(template) <= _block_schema_ids(home / "prefect.db")
+
+
 def test_with_an_api_url_nothing_is_started(monkeypatch):
     from flows import prefect_server
 

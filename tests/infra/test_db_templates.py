@@ -1,5 +1,6 @@
 """A new workspace's MLflow database from the migrated template: the same schema and
-behaviour as one MLflow creates itself, existing databases untouched, nothing partial."""
+behaviour as one MLflow creates itself, existing databases untouched, nothing partial.
+(Prefect's: tests/flows/test_prefect_server.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import mlflow_db
+from infra import db_templates
 
 pytestmark = pytest.mark.integration  # MLflow opens the databases
 
@@ -17,13 +18,13 @@ pytestmark = pytest.mark.integration  # MLflow opens the databases
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("template") / "mlflow-test.db"
-    mlflow_db.make_template(path)
+    db_templates.make_mlflow_template(path)
     return path
 
 
 @pytest.fixture
 def with_template(template, monkeypatch) -> Path:
-    monkeypatch.setattr(mlflow_db, "template_path", lambda: template)
+    monkeypatch.setattr(db_templates, "template_path", lambda package: template)
     return template
 
 
@@ -51,7 +52,7 @@ def test_a_copied_database_works_as_one_mlflow_made(with_template, tmp_path, mon
 
     monkeypatch.chdir(tmp_path)
     fresh, copied = tmp_path / "fresh.db", tmp_path / "copied.db"
-    mlflow_db.ensure_tracking_db(f"sqlite:///{copied}")
+    db_templates.ensure_tracking_db(f"sqlite:///{copied}")
     assert copied.exists() and not fresh.exists()
     for db in (fresh, copied):  # MLflow migrates `fresh` itself
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
@@ -78,15 +79,15 @@ def test_an_existing_database_other_uris_and_no_template_are_left_alone(
 ):
     existing = tmp_path / "mlflow.db"
     existing.write_bytes(b"not touched")
-    mlflow_db.ensure_tracking_db(f"sqlite:///{existing}")
+    db_templates.ensure_tracking_db(f"sqlite:///{existing}")
     assert existing.read_bytes() == b"not touched"
 
-    mlflow_db.ensure_tracking_db("http://127.0.0.1:5000")
-    mlflow_db.ensure_tracking_db(f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}")
+    db_templates.ensure_tracking_db("http://127.0.0.1:5000")
+    db_templates.ensure_tracking_db(f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}")
     assert not (tmp_path / "no-such-folder").exists()
 
-    monkeypatch.setattr(mlflow_db, "template_path", lambda: tmp_path / "absent.db")
-    mlflow_db.ensure_tracking_db(f"sqlite:///{tmp_path / 'new.db'}")
+    monkeypatch.setattr(db_templates, "template_path", lambda package: tmp_path / "absent.db")
+    db_templates.ensure_tracking_db(f"sqlite:///{tmp_path / 'new.db'}")
     assert not (tmp_path / "new.db").exists()  # MLflow will create it itself
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
@@ -96,9 +97,9 @@ def test_a_copy_that_fails_half_way_leaves_nothing(with_template, tmp_path, monk
         Path(target).write_bytes(Path(source).read_bytes()[:1000])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(mlflow_db.shutil, "copyfile", broken)
+    monkeypatch.setattr(db_templates.shutil, "copyfile", broken)
     with pytest.raises(OSError, match="No space left"):
-        mlflow_db.ensure_tracking_db(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        db_templates.ensure_tracking_db(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -106,4 +107,4 @@ def test_the_template_has_no_experiment_and_is_keyed_by_the_mlflow_version(templ
     from importlib.metadata import version
 
     assert _rows(template, "SELECT * FROM experiments") == []
-    assert mlflow_db.template_path().name == f"mlflow-{version('mlflow')}.db"
+    assert db_templates.template_path("mlflow").name == f"mlflow-{version('mlflow')}.db"
