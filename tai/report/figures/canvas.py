@@ -29,6 +29,22 @@ def figure_png(figure: Figure, *, dpi: int = 110, tight: bool = True) -> bytes:
     return buffer.getvalue()
 
 
+def fixed_margins(
+    fig: Figure, *, left: float, right: float, bottom: float, top: float, **grid: float
+) -> None:
+    """Lay ``fig`` out with margins in inches instead of a layout solver (constrained
+    layout was 40% of drawing and saving a two-panel figure: 0.29 -> 0.17 s, 2026-12-04);
+    ``grid``: ``hspace``, ``wspace``."""
+    width, height = fig.get_size_inches()
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        **grid,
+    )
+
+
 CELL = 1.6  # inches per image cell
 
 

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from tai.principles.reliability.calibration import CalibrationResult
 from tai.principles.reliability.robustness import RobustnessResult
+from tai.report.figures.canvas import fixed_margins
 
 __all__ = ["reliability_diagram", "robustness_curve"]
 
@@ -37,8 +38,9 @@ def reliability_diagram(result: CalibrationResult, *, title: str = "Reliability 
     width = [hi - lo for lo, hi in zip(bins.edges[:-1], bins.edges[1:], strict=True)]
     shown = [i for i, c in enumerate(bins.count) if c > 0]
 
-    fig = Figure(figsize=(5.5, 6.5), layout="constrained")
-    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1))
+    fig = Figure(figsize=(5.5, 6.5))
+    fixed_margins(fig, left=0.75, right=0.15, bottom=0.55, top=0.35)
+    grid = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
     ax = fig.add_subplot(grid[0])
     ax_hist = fig.add_subplot(grid[1], sharex=ax)
 
@@ -107,7 +109,8 @@ def robustness_curve(
         A figure with one axes.
     """
     severities = list(result.severities)
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    fig = Figure(figsize=(7, 4.5))
+    fixed_margins(fig, left=0.75, right=1.75, bottom=0.55, top=0.35)  # the legend on the right
     ax = fig.add_subplot()
 
     for name, row in result.accuracy.items():

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from matplotlib.figure import Figure
 
 from tai.principles.security.adversarial import AdversarialResult
+from tai.report.figures.canvas import fixed_margins
 
 
 def adversarial_curve(results: Sequence[AdversarialResult]) -> Figure:
@@ -21,7 +22,8 @@ def adversarial_curve(results: Sequence[AdversarialResult]) -> Figure:
     """
     if not results:
         raise ValueError("no adversarial results to plot; run at least one attack")
-    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    fig = Figure(figsize=(5.5, 3.6))
+    fixed_margins(fig, left=0.75, right=0.15, bottom=0.55, top=0.35)
     ax = fig.add_subplot()
     for r in results:
         ax.plot(

@@ -80,3 +80,41 @@ def test_figures_are_not_left_open_in_pyplot(calibration, robustness):
     for fig in figures:
         plt.close(fig)
     assert plt.get_fignums() == []
+
+
+def _inside(fig: Figure) -> list[str]:
+    """What is drawn outside the figure: fixed margins, no layout solver, so every
+    label, title and legend must still fit."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    outside = []
+    for ax in fig.axes:
+        tight = ax.get_tightbbox(renderer)
+        if not (
+            box.x0 <= tight.x0 and tight.x1 <= box.x1 and box.y0 <= tight.y0 and tight.y1 <= box.y1
+        ):
+            outside.append(ax.get_title() or ax.get_ylabel())
+    return outside
+
+
+def test_every_label_of_the_reliability_robustness_and_adversarial_figures_fits(
+    calibration, robustness
+):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tai.principles.security.adversarial import AdversarialResult
+    from tai.report.figures.security import adversarial_curve
+
+    robustness.accuracy["jpeg_compression"] = [0.9, 0.8, 0.7, 0.6, 0.5]  # the longest name
+    attacks = [
+        AdversarialResult("pgd", (0.05, 0.1), [0.5, 0.1], 0.97, 10, True),
+        AdversarialResult("fgsm", (0.05, 0.1), [0.6, 0.3], 0.97, 1, False),
+    ]
+    for fig in (
+        reliability_diagram(calibration, title="Reliability diagram, validation"),
+        robustness_curve(robustness),
+        adversarial_curve(attacks),
+    ):
+        FigureCanvasAgg(fig)
+        assert _inside(fig) == []
