@@ -449,6 +449,38 @@ def test_the_class_mean_maps_pass_at_most_the_batch_size_through_the_model():
     assert sizes and max(sizes) <= 16, sorted(set(sizes))
 
 
+def test_the_class_means_reuse_the_quality_samples_maps_and_stay_the_mean_of_their_images():
+    from tai.principles.transparency.explanations import _class_means
+
+    ctx = _context()
+    quality = torch.arange(0, 90, 5)  # 18 images of the split, about 6 a class
+    known = dict(
+        zip(
+            quality.tolist(),
+            integrated_gradients(
+                ctx.model, ctx.images(quality), ctx.targets[quality], n_steps=8
+            ).maps,
+            strict=True,
+        )
+    )
+    read: list[int] = []
+
+    def load(index):
+        read.extend(index.tolist())
+        return ctx.images(index)
+
+    maps, picked = _class_means(ctx.model, load, ctx.targets, [0, 1, 2], 16, 8, 0, known=known)
+    for c in (0, 1, 2):
+        mine = [i for i in quality.tolist() if int(ctx.targets[i]) == c]
+        assert picked[c][: len(mine)] == mine  # the known images first
+        assert len(picked[c]) == len(set(picked[c])) == 16
+        assert all(int(ctx.targets[i]) == c for i in picked[c])
+        index = torch.tensor(picked[c])
+        fresh = integrated_gradients(ctx.model, ctx.images(index), ctx.targets[index], n_steps=8)
+        torch.testing.assert_close(maps[c], fresh.maps.mean(0), atol=1e-6, rtol=1e-5)
+    assert sorted(read) == sorted(set(sum(picked.values(), [])) - set(quality.tolist()))
+
+
 def test_the_whole_check_passes_at_most_the_batch_size_through_the_model():
     """At 224x224 the quality sample's forward passes held the check's memory: deletion
     and insertion ran up to 128 images a pass (images x steps), infidelity and
