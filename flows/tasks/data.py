@@ -16,7 +16,8 @@ from flows.lineage import code_version
 from flows.tasks._retry import retry_transient
 from infra.datastore.base import DataStore, DataVersion
 from tai.data.card import build_data_card, factor_traversals
-from tai.data.profile import DatasetError
+from tai.data.images import DECODED_CACHE_BYTES
+from tai.data.profile import DatasetError, decoded_images_kept
 from tai.report.figures.canvas import figure_png
 from tai.report.figures.data import factor_traversal_figure
 
@@ -75,21 +76,22 @@ def data_card(
     if path.is_file() and png.is_file():
         get_run_logger().info("data card of commit %s from cache", version.commit_id)
         return DataCard(json.loads(path.read_text()), png)
-    try:
-        card = build_data_card(
-            root, dataset, group_column=group_column, factor_method=factor_method, seed=seed
-        )
-    except DatasetError as exc:
-        # Name the file as it is in the repository, not in the local cache.
-        where = str(exc).replace(f"{root}/", "")
-        raise DatasetError(
-            f"data commit {version.commit_id} of {version.repository}: {where}"
-        ) from None
+    # The card and the traversals read the same training images: decoded once for both.
+    with decoded_images_kept(DECODED_CACHE_BYTES):
+        try:
+            card = build_data_card(
+                root, dataset, group_column=group_column, factor_method=factor_method, seed=seed
+            )
+        except DatasetError as exc:
+            # Name the file as it is in the repository, not in the local cache.
+            where = str(exc).replace(f"{root}/", "")
+            raise DatasetError(
+                f"data commit {version.commit_id} of {version.repository}: {where}"
+            ) from None
+        traversals = factor_traversals(root, dataset, seed=seed)
     card = {**card, "data_version": version.as_tags(), "code_version": code_version()}
     # The figure first: the card's JSON is what marks the cache entry complete.
-    write_atomically(
-        png, figure_png(factor_traversal_figure(*factor_traversals(root, dataset, seed=seed)))
-    )
+    write_atomically(png, figure_png(factor_traversal_figure(*traversals)))
     write_atomically(path, json.dumps(card, indent=2, sort_keys=True))
     return DataCard(card, png)
 

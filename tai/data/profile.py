@@ -71,7 +71,11 @@ def decoded_images_kept(limit_bytes: int) -> Iterator[None]:
     what they decode, up to ``limit_bytes``, and a later :func:`load_image` of the same
     path returns a copy instead of decoding again. The data card reads the same images
     for validation, the noise profile, the factors and their distributions: without it
-    each image of the MNIST sample was decoded three to four times (2026-12-04)."""
+    each image of the MNIST sample was decoded three to four times (2026-12-04). Within
+    an enclosing block the enclosing one's images are kept and used (its limit holds)."""
+    if _KEPT.get() is not None:
+        yield
+        return
     token = _KEPT.set(_Kept(limit_bytes))
     try:
         yield

@@ -53,3 +53,24 @@ def test_kept_images_are_copies_and_the_limit_holds(tmp_path):
         assert list(profile._KEPT.get().arrays) == [str(files[0])]
     assert profile._KEPT.get() is None
     np.testing.assert_array_equal(load_image(files[1]), load_image(files[1]))
+
+
+def test_an_enclosing_block_keeps_the_cards_images_for_the_traversals(tmp_path, monkeypatch):
+    from tai.data.card import factor_traversals
+
+    write_tiny_dataset(tmp_path, counts={"train": 12, "val": 4, "test": 4}, classes=3, size=12)
+    opened = _counting_decodes(monkeypatch)
+    alone = factor_traversals(tmp_path, "tiny", n_factors=2)
+    decoded_alone = sum(v for k, v in opened.items() if k != "bytes")
+    assert decoded_alone >= 12  # each training image decoded from its path
+
+    opened.clear()
+    with decoded_images_kept(2**20):
+        build_data_card(tmp_path, "tiny", n_components=8, n_factors=4)
+        outer = profile._KEPT.get()
+        kept = factor_traversals(tmp_path, "tiny", n_factors=2)
+        assert profile._KEPT.get() is outer  # the card's own block used the enclosing one
+    assert sum(opened.values()) == 60  # validation's pass only: the traversals read kept images
+    for a, b in zip(alone[0], kept[0], strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert alone[1] == kept[1]
