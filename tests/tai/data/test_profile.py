@@ -351,3 +351,35 @@ def test_noise_profile_rejects_non_positive_sample_size(noisy_root):
     records = scan_dataset(noisy_root, "noisy")
     with pytest.raises(ValueError, match="max_per_class must be at least 1 or None, got 0"):
         noise_profile(noisy_root, records, max_per_class=0)
+
+
+def test_noise_sigma_is_skimages_estimate_sigma_to_the_last_bit():
+    # The reference: skimage per channel (flat channels give NaN there, 0 here), averaged.
+    import warnings
+
+    from skimage.restoration import estimate_sigma
+
+    def reference(image):
+        image = np.asarray(image, dtype=np.float64)
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sigmas = (
+                [estimate_sigma(image, channel_axis=None)]
+                if image.ndim == 2
+                else estimate_sigma(image, channel_axis=-1, average_sigmas=False)
+            )
+        return float(np.mean(np.nan_to_num(np.asarray(sigmas, dtype=np.float64), nan=0.0)))
+
+    rng = np.random.default_rng(11)
+    images = [
+        _smooth_image() + rng.normal(0.0, 0.05, size=(128, 128)),
+        rng.random((28, 28)),
+        rng.random((31, 17, 3)),
+        rng.random((9, 9, 1)),
+        np.stack([np.zeros((12, 12)), rng.random((12, 12)), np.full((12, 12), 0.5)], axis=-1),
+        rng.random((4, 3)),
+    ]
+    for image in images:
+        assert estimate_noise_sigma(image) == reference(image)
