@@ -564,3 +564,26 @@ def test_a_model_loses_as_much_accuracy_on_our_frost_as_on_the_photographs(monke
     print(f"\nfrost accuracy % imagecorruptions vs ours (clean {100 * clean:.1f}): {table}")
     assert max(abs(t - o) for _, t, o in rows) <= FROST_TOLERANCE, table
     assert clean - rows[-1][1] >= FROST_COSTS_AT_LEAST, table
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_of_large_images_is_the_references_to_the_level(channels):
+    # From 96 x 96 on, each image is converted and encoded by PIL on its own (the path the
+    # 32 x 32 tests above do not take): the decoded levels are imagecorruptions' own.
+    g = torch.Generator().manual_seed(channels)
+    images = (torch.rand(2, channels, 100, 120, generator=g) * 255).round() / 255
+    pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    for severity in range(1, 6):
+        ours = corrupt(images, "jpeg_compression", severity).mul(255).round().to(torch.uint8)
+        theirs = [
+            np.uint8(
+                imagecorruptions.corrupt(
+                    image if channels == 3 else np.repeat(image, 3, axis=2),
+                    severity=severity,
+                    corruption_name="jpeg_compression",
+                )
+            )
+            for image in pixels
+        ]
+        theirs = np.stack(theirs)[..., :channels]  # a grey image's three equal channels
+        np.testing.assert_array_equal(ours.permute(0, 2, 3, 1).numpy(), theirs)
