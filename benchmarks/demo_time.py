@@ -95,19 +95,25 @@ def _run(command: list[str], cwd: str, env: dict, start: float, *, stamp: bool) 
     )
     selector = selectors.DefaultSelector()
     for stream in (proc.stdout, proc.stderr):
-        selector.register(stream, selectors.EVENT_READ)
-    lines, open_streams = [], 2
-    while open_streams:
+        selector.register(stream, selectors.EVENT_READ, b"")
+    lines = []
+    while selector.get_map():
         for key, _ in selector.select():
-            line = key.fileobj.readline()
-            if not line:
+            # What the pipe holds now, read from its descriptor: a buffered readline could
+            # keep a second line in Python's buffer, unstamped until more output came.
+            chunk = os.read(key.fileobj.fileno(), 65536)
+            pending = key.data + chunk
+            *complete, rest = pending.split(b"\n")
+            if not chunk:  # the stream ended: its last line, if unterminated
+                complete, rest = [rest] if rest else [], b""
                 selector.unregister(key.fileobj)
-                open_streams -= 1
-                continue
-            text = line.decode(errors="replace").rstrip()
-            lines.append(text)
-            if stamp:
-                print(f"{time.perf_counter() - start:7.2f}  {text[:110]}", flush=True)
+            else:
+                selector.modify(key.fileobj, selectors.EVENT_READ, rest)
+            for line in complete:
+                text = line.decode(errors="replace").rstrip()
+                lines.append(text)
+                if stamp:
+                    print(f"{time.perf_counter() - start:7.2f}  {text[:110]}", flush=True)
     code = proc.wait()
     if stamp:
         print(f"{time.perf_counter() - start:7.2f}  (exit {code})", flush=True)
