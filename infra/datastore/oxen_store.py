@@ -485,6 +485,9 @@ def _current_branch(repo: Any) -> str | None:
     return None if branch is None else branch.name
 
 
+_COPY_ATTEMPTS = 4  # copies of .oxen tried when files vanish while it is copied
+
+
 def _copy_oxen_folder(root: Path, dest: Path) -> None:
     """Copy the metadata of ``root/.oxen`` to ``dest/.oxen``, sharing the version store.
 
@@ -493,11 +496,25 @@ def _copy_oxen_folder(root: Path, dest: Path) -> None:
     of its ``config.toml``; Oxen's databases are copied because Oxen writes them in place.
     """
     source = root / ".oxen"
-    shutil.copytree(
-        source,
-        dest / ".oxen",
-        ignore=lambda folder, names: ["versions"] if Path(folder) == source else [],
-    )
+    for attempt in range(1, _COPY_ATTEMPTS + 1):
+        try:
+            shutil.copytree(
+                source,
+                dest / ".oxen",
+                ignore=lambda folder, names: ["versions"] if Path(folder) == source else [],
+            )
+            break
+        except shutil.Error as exc:
+            # A process that keeps Oxen's RocksDB open (a worker, the webhook) compacts it
+            # in the background, outside the repository lock: a table file listed by the
+            # copy was gone when it was read ("No such file or directory: .oxen/refs/
+            # 000008.sst", integration stack, 2026-12-04). The next copy lists the tables
+            # that replaced it.
+            vanished = all("No such file or directory" in str(error[-1]) for error in exc.args[0])
+            if not vanished or attempt == _COPY_ATTEMPTS:
+                raise
+            shutil.rmtree(dest / ".oxen", ignore_errors=True)
+            time.sleep(0.05 * attempt)
     config_path = dest / ".oxen" / "config.toml"
     config = config_path.read_text()
     if "versions_path" in tomllib.loads(config).get("storage", {}):

@@ -385,3 +385,49 @@ def test_other_processes_wait_while_oxen_works_on_the_repository(store, tmp_path
         assert store.resolve("main") == store.version("main").commit_id
         assert _lock_state(lock) == "held"
     assert _lock_state(lock) == "free"
+
+
+def _copytree_losing_a_file(times: int, monkeypatch, message="No such file or directory"):
+    """shutil.copytree as when another process compacts Oxen's RocksDB during the copy:
+    the first ``times`` calls copy part of the tree and report a vanished table file."""
+    import shutil
+
+    real, calls = shutil.copytree, []
+
+    def copytree(src, dst, *args, **kwargs):
+        if Path(dst).name != ".oxen":  # copytree's own call for a subfolder
+            return real(src, dst, *args, **kwargs)
+        calls.append(dst)
+        if len(calls) <= times:
+            Path(dst).mkdir(parents=True)
+            (Path(dst) / "partial").write_text("x")
+            lost = str(Path(src) / "refs" / "000008.sst")
+            raise shutil.Error(
+                [(lost, str(Path(dst) / "refs" / "000008.sst"), f"[Errno 2] {message}")]
+            )
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(oxen_store.shutil, "copytree", copytree)
+    monkeypatch.setattr(oxen_store.time, "sleep", lambda seconds: None)
+    return calls
+
+
+def test_a_copy_of_oxen_that_lost_a_compacted_file_is_made_again(store, tmp_path, monkeypatch):
+    commit = _commit_files(store, tmp_path, "main", {"a.txt": "1"})
+    calls = _copytree_losing_a_file(2, monkeypatch)
+    assert store.resolve(commit[:10]) == commit  # reads the history from a copy of .oxen
+    assert len(calls) == 3  # two copies lost a file; the third was whole
+
+
+def test_a_copy_of_oxen_that_keeps_losing_files_or_fails_otherwise_says_so(
+    store, tmp_path, monkeypatch
+):
+    commit = _commit_files(store, tmp_path, "main", {"a.txt": "1"})
+    calls = _copytree_losing_a_file(99, monkeypatch)
+    with pytest.raises(DataStoreError, match="000008.sst"):
+        store.resolve(commit[:10])
+    assert len(calls) == oxen_store._COPY_ATTEMPTS
+    calls = _copytree_losing_a_file(99, monkeypatch, message="Permission denied")
+    with pytest.raises(DataStoreError, match="Permission denied"):
+        store.resolve(commit[:10])
+    assert len(calls) == 1  # not a vanished file: not tried again
