@@ -194,6 +194,44 @@ def test_jpeg_loses_more_at_lower_quality():
     assert severe > mild
 
 
+def test_uint8_levels_round_half_to_even_as_numpy_does():
+    # Values whose float32 product with 255 is exactly k + 0.5 (the ties), their neighbours
+    # one ulp either side, and random values: OpenCV's one-pass conversion (used where it is
+    # installed) must give numpy's rint(255 x) for every one.
+    ties = np.float32(np.arange(255) + 0.5) / np.float32(255)
+    ties = ties[np.float32(ties * np.float32(255)) == np.arange(255) + 0.5]
+    assert ties.size > 50  # enough exact ties to test
+    values = np.concatenate(
+        [
+            ties,
+            np.nextafter(ties, np.float32(0)),
+            np.nextafter(ties, np.float32(1)),
+            np.random.default_rng(0).random(4096, dtype=np.float32),
+            np.float32([0, 1]),
+        ]
+    )
+    values = np.resize(values, (2, 3, 16, values.size // 96 + 1)).astype(np.float32)
+    expected = np.rint(values * np.float32(255)).astype(np.uint8)
+    np.testing.assert_array_equal(corruptions_module._levels_uint8(values), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [32, 100])
+def test_jpeg_returns_its_decoded_levels_divided_by_255(size, channels, dtype):
+    # The output is level / 255 in the images' dtype, exactly (a division, not a product
+    # with 1/255), and in [0, 1] without a clamp.
+    g = torch.Generator().manual_seed(size + channels)
+    images = torch.rand(2, channels, size, size + 7, generator=g, dtype=dtype)
+    for severity in (1, 5):
+        out = corrupt(images, "jpeg_compression", severity)
+        levels = out.mul(255).round()
+        assert out.dtype == dtype
+        assert torch.equal(out, levels / 255)
+        assert 0 <= out.min() and out.max() <= 1
+        assert not torch.equal(out, images)
+
+
 @pytest.mark.parametrize(("severity", "c"), [(1, 0.08), (2, 0.12)])
 def test_gaussian_noise_std_is_close_to_c(severity, c):
     images = torch.full((8, 3, 32, 32), 0.5)
