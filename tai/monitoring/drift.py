@@ -15,7 +15,13 @@ Two-Sample Test", JMLR 13, 2012) of the batch's penultimate-layer embeddings
 "median heuristic", §8 of the paper), computed once on the pooled sample, so it does not
 change under relabelling and the permutation test stays exact. p-value:
 :math:`(1 + \#\{b : \mathrm{MMD}^2_{(b)} \ge \mathrm{MMD}^2\}) / (1 + B)` over ``B``
-random relabellings of the pooled points (seeded). Each side is first subsampled
+random relabellings of the pooled points (seeded). With ``stop_after = h`` the test stops
+once ``h`` relabellings have reached the observed statistic, after ``L <= B`` of them, and
+the p-value is Besag and Clifford's sequential one, :math:`h / L` ("Sequential Monte Carlo
+p-values", Biometrika 78(2), 1991), valid like the full test's. A batch like the reference
+(a large p-value) then costs about :math:`h / p` relabellings instead of ``B``; a batch
+that stops is one the full test would not have rejected at any level below
+:math:`h / B` either (both p-values are at least that). Each side is first subsampled
 (seeded, without replacement) to at most ``max_samples`` points, which bounds the cost
 at :math:`O(B (n + m)^2)`.
 
@@ -91,7 +97,9 @@ class MmdTest:
         bandwidth: the Gaussian kernel's sigma (median heuristic).
         n_reference: reference points tested (after subsampling).
         n_batch: batch points tested (after subsampling).
-        n_permutations: relabellings of the permutation test.
+        n_permutations: relabellings drawn: ``B``, or fewer when the test stopped early.
+        stopped_after: ``h`` when the test stopped at its ``h``-th relabelling as extreme
+            as the batch (``p_value = h / n_permutations``), else None.
     """
 
     mmd2: float
@@ -100,6 +108,7 @@ class MmdTest:
     n_reference: int
     n_batch: int
     n_permutations: int
+    stopped_after: int | None = None
 
 
 def _squared_distances(z: np.ndarray) -> np.ndarray:
@@ -135,6 +144,7 @@ def mmd_test(
     n_permutations: int,
     max_samples: int,
     rng: np.random.Generator,
+    stop_after: int | None = None,
 ) -> MmdTest:
     """Kernel two-sample test of ``batch`` against ``reference`` (module docstring).
 
@@ -144,7 +154,20 @@ def mmd_test(
         n_permutations: relabellings ``B >= 1``.
         max_samples: most points kept per side.
         rng: numpy generator of the subsampling and the relabellings.
+        stop_after: stop at this many relabellings as extreme as the batch, with the
+            sequential p-value (module docstring); None: always all ``B``.
+
+    Raises:
+        ValueError: ``stop_after`` is not an integer >= 1 or None.
     """
+    if stop_after is not None and (
+        isinstance(stop_after, bool)
+        or not isinstance(stop_after, numbers.Integral)
+        or stop_after < 1
+    ):
+        raise ValueError(
+            f"Expected `stop_after` to be an integer >= 1 or None, but got {stop_after!r}."
+        )
     x = _subsample(reference, max_samples, rng)
     y = _subsample(batch, max_samples, rng)
     pooled = np.concatenate([x, y])
@@ -176,7 +199,19 @@ def mmd_test(
         draws = rng.random((size, total))
         first = draws <= np.partition(draws, n - 1, axis=1)[:, n - 1 : n]
         # The tolerance counts relabellings equal to the observed one up to rounding.
-        exceed += int(np.count_nonzero(statistic(first) >= observed - 1e-12))
+        hits = np.flatnonzero(statistic(first) >= observed - 1e-12)
+        if stop_after is not None and exceed + len(hits) >= stop_after:
+            drawn = start + int(hits[stop_after - exceed - 1]) + 1
+            return MmdTest(
+                mmd2=observed,
+                p_value=stop_after / drawn,
+                bandwidth=sigma,
+                n_reference=n,
+                n_batch=total - n,
+                n_permutations=drawn,
+                stopped_after=int(stop_after),
+            )
+        exceed += len(hits)
     return MmdTest(
         mmd2=observed,
         p_value=(1 + exceed) / (1 + n_permutations),

@@ -15,6 +15,7 @@ from tai.monitoring.assess import (
     DEFAULT_N_PERMUTATIONS,
     MAX_N_PERMUTATIONS,
     MIN_CLASS_IMAGES,
+    MMD_STOP_AFTER,
     assess_batch,
     drift_permutations,
     drift_rule_minimum,
@@ -275,6 +276,25 @@ def test_a_stricter_threshold_gets_more_permutations(world, reference):
     assert drift_permutations(None, None) == DEFAULT_N_PERMUTATIONS
     assert drift_permutations(300, None) == 300
     assert drift_permutations(300, 0.01) == 300  # 1/301 < 0.01
+
+
+def test_a_quiet_batch_stops_the_drift_test_early_at_no_less_than_the_threshold(batch, reference):
+    # In distribution the MMD test stops at MMD_STOP_AFTER relabellings as extreme as the
+    # batch, or at B * drift_p_min when that is more (so that stopping never changes an
+    # alarm); its p-value is then that count over the relabellings drawn.
+    for n_permutations, drift_p_min, stop in ((2000, None, 20), (5000, 0.01, 50)):
+        result = assess_batch(
+            batch.probs,
+            batch.embeddings,
+            reference,
+            n_resamples=50,
+            n_permutations=n_permutations,
+            drift_p_min=drift_p_min,
+        )
+        drift = result.drift
+        assert drift.stopped_after == stop == max(MMD_STOP_AFTER, stop)
+        assert drift.n_permutations < n_permutations
+        assert drift.p_value == stop / drift.n_permutations > (drift_p_min or 0)
 
 
 @pytest.mark.parametrize(

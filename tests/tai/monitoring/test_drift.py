@@ -4,6 +4,8 @@ statsmodels; the factors against scikit-learn's PCA; KS per factor against scipy
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
@@ -104,6 +106,93 @@ def test_the_relabellings_are_a_full_shuffles_first_samples():
             exceed += stat >= ours.mmd2 - 1e-12
     assert ours.p_value == (1 + exceed) / (1 + b)
     assert 0.0 < ours.p_value < 1.0
+
+
+def _exceedance_flags(x, y, n_permutations, seed, bandwidth, observed):
+    """Per relabelling, in the order the test draws them: is it as extreme as the batch?
+    (A full argsort of the same uniform draws, each statistic by the direct formula.)"""
+    from tai.monitoring import drift
+
+    pooled, n = np.concatenate([x, y]), len(x)
+    rng, flags = np.random.default_rng(seed), []
+    for start in range(0, n_permutations, drift._PERMUTATION_CHUNK):
+        size = min(drift._PERMUTATION_CHUNK, n_permutations - start)
+        for order in np.argsort(rng.random((size, len(pooled))), axis=1):
+            first = np.isin(np.arange(len(pooled)), order[:n])
+            stat = direct_mmd2(pooled[first], pooled[~first], bandwidth)
+            flags.append(stat >= observed - 1e-12)
+    return np.array(flags)
+
+
+@pytest.mark.parametrize("stop_after", [1, 3, 20])
+def test_the_sequential_test_stops_at_the_h_th_exceedance(stop_after):
+    """Besag and Clifford's rule on a hand-checkable case: the test stops at the
+    relabelling where the h-th statistic reaches the observed one, p = h / L."""
+    data = np.random.default_rng(8)
+    x, y = data.normal(size=(12, 2)), data.normal(size=(9, 2))  # no shift: p is large
+    b = 300
+    ours = mmd_test(
+        x,
+        y,
+        n_permutations=b,
+        max_samples=100,
+        rng=np.random.default_rng(9),
+        stop_after=stop_after,
+    )
+    flags = _exceedance_flags(x, y, b, 9, ours.bandwidth, ours.mmd2)
+    stop = int(np.flatnonzero(flags)[stop_after - 1]) + 1
+    assert ours.stopped_after == stop_after
+    assert ours.n_permutations == stop < b
+    assert ours.p_value == stop_after / stop
+
+
+def test_the_sequential_test_runs_in_full_when_too_few_relabellings_reach_the_batch():
+    data = np.random.default_rng(10)
+    x, y = data.normal(size=(30, 2)), data.normal(1.0, 1.0, size=(20, 2))  # a clear shift
+    full = mmd_test(x, y, n_permutations=200, max_samples=100, rng=np.random.default_rng(1))
+    ours = mmd_test(
+        x, y, n_permutations=200, max_samples=100, rng=np.random.default_rng(1), stop_after=20
+    )
+    assert ours == full  # every field, p = (1 + count) / (1 + B) included
+    assert ours.stopped_after is None and ours.n_permutations == 200
+
+
+def test_a_stopped_test_and_the_full_test_alarm_alike():
+    """Stopping at h >= B * p_min exceedances: both p-values are >= p_min whenever the
+    test stops, so "p < p_min" is decided as by the full test, over shifts of every size."""
+
+    p_min = 0.01
+    b = permutations_for(p_min)
+    h = max(20, math.ceil(b * p_min))
+    data = np.random.default_rng(11)
+    stopped = 0
+    for shift in np.linspace(0.0, 1.2, 13):
+        x, y = data.normal(size=(40, 3)), data.normal(shift, 1.0, size=(30, 3))
+        full = mmd_test(x, y, n_permutations=b, max_samples=100, rng=np.random.default_rng(2))
+        seq = mmd_test(
+            x, y, n_permutations=b, max_samples=100, rng=np.random.default_rng(2), stop_after=h
+        )
+        assert (seq.p_value < p_min) == (full.p_value < p_min)
+        if seq.stopped_after:
+            stopped += 1
+            assert seq.p_value >= p_min and full.p_value >= p_min
+            assert seq.n_permutations < b
+        else:
+            assert seq == full
+    assert 0 < stopped < 13  # both kinds occurred
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3"])
+def test_stop_after_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="stop_after"):
+        mmd_test(
+            np.zeros((3, 2)),
+            np.ones((3, 2)),
+            n_permutations=5,
+            max_samples=10,
+            rng=np.random.default_rng(0),
+            stop_after=bad,
+        )
 
 
 def test_a_known_shift_is_rejected():
