@@ -361,6 +361,7 @@ def _quality_and_maps(
     # pass is as full as the first loop's.
     for k, chunk in enumerate(index[reexplain].split(batch_size)):
         x, y = load_images(chunk), targets[chunk]
+        maps = torch.stack([ig_maps[i] for i in chunk.tolist()])  # not explained again
         parts["sensitivity"].append(
             sensitivity_score(
                 model,
@@ -371,6 +372,7 @@ def _quality_and_maps(
                 n_steps=n_steps,
                 seed=seed + k,
                 batch_size=batch_size,
+                maps=maps,
             ).scores
         )
         for m in methods:
@@ -383,11 +385,7 @@ def _quality_and_maps(
                 n_steps=n_steps,
                 threshold=SANITY_THRESHOLD,
                 batch_size=batch_size,
-                trained_maps=(
-                    torch.stack([ig_maps[i] for i in chunk.tolist()])
-                    if m == "integrated_gradients"
-                    else None
-                ),
+                trained_maps=maps if m == "integrated_gradients" else None,
             )
             parts[f"sanity_{m}_correlation"].append(check.correlations)
     values = {name: torch.cat([v.detach().double().cpu() for v in p]) for name, p in parts.items()}

@@ -335,6 +335,20 @@ def test_sensitivity_runs_for_gradcam_and_is_reproducible():
     torch.testing.assert_close(first.scores, second.scores)
 
 
+def test_sensitivity_with_the_inputs_maps_given_does_not_explain_them_again():
+    model, x = _tiny_cnn(), _images(4, 8)
+    maps = attribute(model, x, _TARGET, method="integrated_gradients", n_steps=8).maps
+    options = {"method": "integrated_gradients", "n_perturb": 3, "n_steps": 8, "seed": 4}
+    computed = sensitivity_score(model, x, _TARGET, **options)
+    given = sensitivity_score(model, x, _TARGET, maps=maps, **options)
+    torch.testing.assert_close(given.scores, computed.scores, rtol=1e-6, atol=1e-9)
+    # other maps change the scores: the given ones are really used
+    other = sensitivity_score(model, x, _TARGET, maps=maps.flip(0), **options)
+    assert not torch.allclose(other.scores, computed.scores)
+    with pytest.raises(ValueError, match=r"maps must have the inputs' shape \(4, 1, 8, 8\)"):
+        sensitivity_score(model, x, _TARGET, maps=maps[:3], **options)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
