@@ -110,30 +110,48 @@ def mosaic(rows: Sequence[Sequence[np.ndarray]], gap: int) -> np.ndarray:
     return out
 
 
+def mosaic_gap(width: int) -> int:
+    """White pixels between the cells of :func:`mosaic_figure`'s mosaic, for cells
+    ``width`` pixels wide."""
+    return max(1, width // 14)
+
+
 def mosaic_figure(
     rows: Sequence[Sequence[np.ndarray]],
     column_titles: Sequence[str],
     row_titles: Sequence[str],
     *,
     cell: float = 1.1,
+    colorbar: bool = True,
+    title: str | None = None,
 ) -> Figure:
     """Cells of one ``(H, W, 3)`` shape (:func:`image_rgb`, :func:`heat_rgb`) as one
     figure: a mosaic in one axes, titles above the columns and left of the rows, and one
-    colour bar for every heat map (each scaled to its own largest ``|value|``).
-    ``cell``: inches a cell; the margins are fixed in inches."""
+    colour bar for every heat map (each scaled to its own largest ``|value|``; none when
+    ``colorbar`` is False), ``title`` above it all. ``cell``: inches a cell; the margins
+    are fixed in inches."""
     height, width = rows[0][0].shape[:2]
-    gap = max(1, width // 14)
+    gap = mosaic_gap(width)
     columns = max(len(row) for row in rows)
-    fig_w, fig_h = cell * columns + 2.1, max(cell * len(rows) + 0.7, 2.0)
+    left, right, bottom = 1.2, 0.9 if colorbar else 0.2, 0.1
+    top = 0.45 + (0.3 if title else 0.0)
+    fig_w = cell * columns + left + right
+    fig_h = max(cell * len(rows) + top + bottom + 0.15, 2.0)
     fig = Figure(figsize=(fig_w, fig_h))
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((1.2 / fig_w, 0.1 / fig_h, 1 - 2.1 / fig_w, 1 - 0.55 / fig_h))
+    if title:
+        fig.suptitle(title, y=1 - 0.1 / fig_h, va="top", fontsize=10)
+    ax = fig.add_axes(
+        (left / fig_w, bottom / fig_h, 1 - (left + right) / fig_w, 1 - (top + bottom) / fig_h)
+    )
     ax.imshow(mosaic(rows, gap), interpolation="nearest")
     ax.set_axis_off()
     for j, title in enumerate(column_titles):
         ax.text(j * (width + gap) + width / 2, -gap, title, ha="center", va="bottom", fontsize=8)
     for i, title in enumerate(row_titles):
         ax.text(-gap, i * (height + gap) + height / 2, title, ha="right", va="center", fontsize=9)
+    if not colorbar:
+        return fig
     bar = fig.add_axes((1 - 0.75 / fig_w, 0.25 / fig_h, 0.12 / fig_w, 1 - 0.9 / fig_h))
     fig.colorbar(ScalarMappable(Normalize(-1.0, 1.0), cmap=HEATMAP_CMAP), cax=bar, ticks=[-1, 0, 1])
     bar.set_ylabel("map / max |map|", fontsize=7)

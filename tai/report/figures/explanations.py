@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import Tensor
 
 from tai.report.figures.canvas import (
-    grid_figure,
     heat_rgb,
     image_rgb,
     mosaic_figure,
-    show_image,
+    mosaic_gap,
 )
 
 
@@ -40,7 +40,8 @@ def prototype_criticism_figure(
         class_names: one name per class.
 
     Returns:
-        A figure with ``K`` rows and ``max P + max Q`` columns; unused cells are hidden.
+        A mosaic figure (:func:`~tai.report.figures.canvas.mosaic_figure`, no colour bar)
+        with ``K`` rows and ``max P + max Q`` columns; unused cells are white.
 
     Raises:
         ValueError: on lengths that differ, no classes, or malformed tensors.
@@ -60,26 +61,28 @@ def prototype_criticism_figure(
                 )
     n_protos = max(int(images.shape[0]) for images in images_protos)
     n_crits = max(int(images.shape[0]) for images in images_crits)
-    columns = max(1, n_protos + n_crits)
-    fig = grid_figure(k, columns)
-    axes = fig.subplots(k, columns, squeeze=False)
+    size = next(tuple(x.shape[2:]) for x in (*images_protos, *images_crits) if len(x))
+    blank = np.ones((*size, 3))
+    # One mosaic, not an axes per image: ten classes drawn and saved, 0.38 -> 0.12 s
+    # (2026-12-04). Criticisms are framed in red by a rectangle around their cell.
+    rows, frames = [], []
     for row in range(k):
-        for col in range(columns):
-            axes[row, col].set_axis_off()
-        for i, image in enumerate(images_protos[row]):
-            show_image(axes[row, i], image, title="prototype" if row == 0 else None)
-        for i, image in enumerate(images_crits[row]):
-            ax = axes[row, n_protos + i]
-            show_image(ax, image, title="criticism" if row == 0 else None)
-            for spine in ax.spines.values():
-                spine.set_edgecolor("tab:red")
-                spine.set_linewidth(2.0)
-        first = axes[row, 0]
-        first.set_axis_on()
-        first.set_xticks([])
-        first.set_yticks([])
-        first.set_ylabel(class_names[row], fontsize=9)
-    fig.suptitle("MMD-critic prototypes and criticisms", fontsize=10)
+        protos = [image_rgb(image) for image in images_protos[row]]
+        crits = [image_rgb(image) for image in images_crits[row]]
+        rows.append(protos + [blank] * (n_protos - len(protos)) + crits)
+        frames += [(row, n_protos + i) for i in range(len(crits))]
+    titles = ["prototype"] * n_protos + ["criticism"] * n_crits
+    fig = mosaic_figure(
+        rows, titles, class_names, colorbar=False, title="MMD-critic prototypes and criticisms"
+    )
+    ax = fig.axes[0]
+    height, width = size
+    gap = mosaic_gap(width)
+    for row, column in frames:
+        left, top = column * (width + gap) - 0.5, row * (height + gap) - 0.5
+        ax.add_patch(
+            Rectangle((left, top), width, height, fill=False, edgecolor="tab:red", linewidth=2.0)
+        )
     return fig
 
 

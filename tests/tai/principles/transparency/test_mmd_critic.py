@@ -3,6 +3,7 @@ import doctest
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from scipy.spatial.distance import pdist, squareform
 
@@ -239,19 +240,29 @@ def test_nearest_prototype_accuracy_rejects_mismatched_input():
 
 
 def test_prototype_criticism_figure_has_a_row_per_class():
+    # One mosaic: row k holds class k's prototypes, then its criticisms (framed in red);
+    # a class with fewer images leaves white cells.
     protos = [torch.rand(2, 1, 6, 6), torch.rand(2, 1, 6, 6), torch.rand(2, 1, 6, 6)]
     crits = [torch.rand(1, 1, 6, 6), torch.rand(0, 1, 6, 6), torch.rand(1, 1, 6, 6)]
 
     fig = prototype_criticism_figure(protos, crits, ["zero", "one", "two"])
 
     assert isinstance(fig, Figure)
-    assert sum(1 for ax in fig.axes if ax.images) == 8
-    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["zero", "one", "two"]
-    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [
-        "prototype",
-        "prototype",
-        "criticism",
-    ]
+    (ax,) = [a for a in fig.axes if a.images]
+    mosaic = ax.images[0].get_array()
+    assert mosaic.shape == (3 * 7 - 1, 3 * 7 - 1, 3)  # 6-pixel cells, 1-pixel gaps
+    for row in range(3):
+        cells = [*protos[row], *crits[row]]
+        for col, image in enumerate(cells):
+            cell = mosaic[7 * row : 7 * row + 6, 7 * col : 7 * col + 6]
+            np.testing.assert_allclose(cell, image[0, :, :, None].expand(6, 6, 3), atol=1e-6)
+    np.testing.assert_array_equal(mosaic[7:13, 14:20], np.ones((6, 6, 3)))  # class one: none
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["prototype", "prototype", "criticism", "zero", "one", "two"]
+    framed = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches]
+    assert framed == [(14, 0), (14, 14)]  # the criticisms of rows 0 and 2, column 2
+    assert all(p.get_edgecolor()[:3] == to_rgb("tab:red") for p in ax.patches)
+    assert fig._suptitle.get_text() == "MMD-critic prototypes and criticisms"
     fig.canvas.draw()
 
 
