@@ -297,6 +297,26 @@ def test_a_quiet_batch_stops_the_drift_test_early_at_no_less_than_the_threshold(
         assert drift.p_value == stop / drift.n_permutations > (drift_p_min or 0)
 
 
+def test_the_monitoring_report_says_when_the_drift_test_stopped(batch, world, reference):
+    from tai.gates.decision import GateDecision
+    from tai.report.monitoring_report import MonitoringContext, render_monitoring_report
+
+    context = MonitoringContext("m", "1", "b", 400, "now", GateDecision(()))
+    quiet = assess_batch(batch.probs, batch.embeddings, reference, n_resamples=50)
+    page = render_monitoring_report(quiet, context)
+    stopped = quiet.drift
+    assert (
+        f"({stopped.n_permutations} relabellings, stopped once 20 were as extreme as the "
+        "batch: the sequential p-value of Besag and Clifford 1991)" in page
+    )
+    shifted = world.sample(400, np.random.default_rng(3), noise_scale=2.0)
+    drifted = assess_batch(shifted.probs, shifted.embeddings, reference, n_resamples=50)
+    assert drifted.drift.stopped_after is None
+    assert f"({drifted.drift.n_permutations} relabellings)." in render_monitoring_report(
+        drifted, context
+    )
+
+
 @pytest.mark.parametrize(
     ("n_permutations", "drift_p_min", "message"),
     [
