@@ -13,34 +13,44 @@ from tests.conftest import REPO_ROOT
 
 SCRIPT = textwrap.dedent(
     """
+    import os
+    import sys
+
     from prefect import flow
-    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
 
     from flows import prefect_server
 
     prefect_server.start_early()
+    thread = prefect_server._thread
     prefect_server.start_early()  # a second call starts nothing more
+    assert prefect_server._thread is thread
     prefect_server.wait_until_started()
-    server = SubprocessASGIServer()
-    assert server.running and server.server_process.poll() is None, "not started"
-    pid = server.server_process.pid
+    url = get_current_settings().api.url
+    assert url and url.startswith("http://127.0.0.1:"), url
+    assert "PREFECT_API_URL" not in os.environ, "the environment was changed"
 
     @flow
     def hello() -> str:
         return "hi"
 
     assert hello() == "hi"
-    assert SubprocessASGIServer().server_process.pid == pid, "the flow started another"
-    print("one server", pid)
+    with get_client(sync_client=True) as client:
+        assert str(client.api_url).rstrip("/") == url.rstrip("/")
+        runs = client.read_flow_runs()
+    assert [r.name for r in runs] and runs[0].state.is_completed(), runs
+    # the client talked to the early server: Prefect's own temporary server never started
+    assert "prefect.server.api.server" not in sys.modules, "the server modules were imported"
+    print("one server", url)
     """
 )
 
 
-@pytest.mark.integration
-def test_the_early_server_is_the_one_the_first_flow_uses(tmp_path):
+def _run_script(home) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    done = subprocess.run(
+    env["PREFECT_HOME"] = str(home)
+    return subprocess.run(
         [sys.executable, "-c", SCRIPT],
         cwd=REPO_ROOT,
         env=env,
@@ -48,6 +58,11 @@ def test_the_early_server_is_the_one_the_first_flow_uses(tmp_path):
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.integration
+def test_the_early_server_is_the_one_the_first_flow_uses(tmp_path):
+    done = _run_script(tmp_path / "prefect")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "one server" in done.stdout
 
@@ -69,16 +84,7 @@ def test_a_new_workspaces_server_starts_on_a_copy_of_the_migrated_template(tmp_p
         make_prefect_template(template)
     home = tmp_path / "prefect"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
-    env["PREFECT_HOME"] = str(home)
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = _run_script(home)
     assert done.returncode == 0, done.stderr[-3000:]
     # the template's rows (their random ids) are there: the server did not migrate anew
     assert _block_schema_ids(template) <= _block_schema_ids(home / "prefect.db")
@@ -92,3 +98,31 @@ def test_with_an_api_url_nothing_is_started(monkeypatch):
     prefect_server.start_early()
     assert prefect_server._thread is None
     prefect_server.wait_until_started()  # returns at once
+
+
+def test_a_server_that_does_not_start_leaves_prefects_settings_as_they_were(monkeypatch):
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    from flows import prefect_server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(prefect_server, "_thread", None)
+    monkeypatch.setattr(prefect_server, "prefect_database", lambda: None)
+    launched = []
+
+    def launch(self):  # a server process that exits at once
+        self.port = 9
+        self.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        launched.append(self)
+
+    monkeypatch.setattr(prefect_server._Server, "launch", launch)
+    try:
+        prefect_server.start_early()
+        assert get_current_settings().api.url == "http://127.0.0.1:9/api"  # until it fails
+        prefect_server.wait_until_started()
+        assert get_current_settings().api.url is None  # the first flow starts its own
+        assert launched[0].process is None  # stopped
+        assert "PREFECT_API_URL" not in os.environ
+    finally:
+        refresh_global_settings_context()
