@@ -13,10 +13,11 @@ new workspace's database is first copied from the migrated template made at inst
 The process is launched as Prefect's own ``SubprocessASGIServer`` launches it (uvicorn
 on Prefect's app factory, with the same environment), but without importing Prefect's
 server modules here: with an API URL set, a Prefect client never imports them, which
-spares this process about 4 s of imports (2026-12-04). The URL goes into Prefect's global
-settings only, not into ``os.environ``: a ``PREFECT_API_URL`` in the environment means a
-server the user runs (checked by :func:`flows.preflight.check_servers`, needed by
-``tai serve``), and child processes keep starting their own as before.
+spares this process their import (4.0 s under ``python -X importtime``; the demo's first
+line came 2 s sooner, 2026-12-04). The URL goes into Prefect's global settings only, not
+into ``os.environ``: a ``PREFECT_API_URL`` in the environment means a server the user
+runs (checked by :func:`flows.preflight.check_servers`, needed by ``tai serve``), and
+child processes keep starting their own as before.
 """
 
 from __future__ import annotations

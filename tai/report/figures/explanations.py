@@ -63,7 +63,7 @@ def prototype_criticism_figure(
     n_crits = max(int(images.shape[0]) for images in images_crits)
     size = next(tuple(x.shape[2:]) for x in (*images_protos, *images_crits) if len(x))
     blank = np.ones((*size, 3))
-    # One mosaic, not an axes per image: ten classes drawn and saved, 0.38 -> 0.12 s
+    # One mosaic, not an axes per image: ten classes drawn and saved, 0.38 -> 0.075 s
     # (2026-12-04). Criticisms are framed in red by a rectangle around their cell.
     rows, frames = [], []
     for row in range(k):
