@@ -107,15 +107,11 @@ class _Server:
 
     def stop(self) -> None:
         """Terminate the process (killed after 5 s), as Prefect stops its own."""
+        from infra.stack.processes import stop_child  # at exit only: not on the start path
+
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_child(process, grace_s=5)
 
 
 def _point_prefect_at(url: str | None) -> None:

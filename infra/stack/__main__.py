@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from infra.stack.processes import StackError
+from infra.stack.processes import StackError, stop_child
 from infra.stack.stack import LATEST, Stack
 
 
@@ -138,12 +138,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             return child.wait()
         except KeyboardInterrupt:
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            stop_child(child, grace_s=30)
             return 130
     except KeyboardInterrupt:
         return 130

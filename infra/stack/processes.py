@@ -175,6 +175,18 @@ def stop_process(
     _reap()
 
 
+def stop_child(process: subprocess.Popen, grace_s: float) -> int:
+    """Stop a child this process started: SIGTERM, SIGKILL after ``grace_s`` seconds; its
+    exit status (at once when it has already exited)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
 def kill_now(pid: int) -> None:
     """SIGKILL one process by pid (a fault test's crash)."""
     _signal(pid, signal.SIGKILL)
