@@ -620,3 +620,35 @@ def test_the_final_check_holds_one_copy_of_the_samples_and_releases_the_buffer(
     trainer.fit(ClassifierModule("small_cnn", 1, 3), *loaders)
     assert seen == [(joined[-1], False, True)]
     assert cb._buffer.size == 0 and cb.last_result is not None
+
+
+def _nhwc(p: torch.Tensor) -> bool:
+    _, c, h, w = p.shape
+    return p.stride() == (h * w * c, 1, w * c, c)
+
+
+@pytest.mark.slow
+def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
+    tmp_path, loaders
+):
+    """A user's module with NCHW convolutions: each check (interim every epoch, then the
+    final one) runs with channels-last weights, and the weights are put back, so the fit
+    takes exactly the steps it takes without callbacks."""
+    seen = []
+
+    class Spy(RobustnessCallback):
+        def run_check(self, trainer, module, images, targets, logits, *, final):
+            seen.append([_nhwc(p) for p in module.parameters() if p.dim() == 4])
+            return super().run_check(trainer, module, images, targets, logits, final=final)
+
+    weights = []
+    for cbs in ([], [Spy(corruptions=["contrast"], severities=[1], budget=16)]):
+        pl.seed_everything(0, verbose=False)
+        model = TinyNet()
+        _trainer(tmp_path, cbs, epochs=3).fit(model, *loaders)
+        assert not any(_nhwc(p) for p in model.parameters() if p.dim() == 4)
+        weights.append(model.state_dict())
+    assert seen == [[True]] * 3  # two interim checks and the final one
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+
