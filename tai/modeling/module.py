@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tai.modeling.memory_format import to_channels_last
 from tai.modeling.models import TaiModel, build_model
 
 
@@ -81,6 +82,15 @@ class ClassifierModule(pl.LightningModule):
         self.log("val_loss", F.cross_entropy(logits, y), prog_bar=True, sync_dist=True)
         self.log("val_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
         return {"logits": logits.detach()}
+
+    def configure_model(self) -> None:
+        # Channels-last convolutions for a fit on the CPU: the 5-epoch fit of the small CNN
+        # on the MNIST sample took 4.6 s instead of 5.8 s (benchmarks/channels_last.py
+        # --fit; tai.modeling.memory_format).
+        # Here, before the strategy moves the model or wraps it (DDP lays out its gradient
+        # buckets after the parameters). Not on GPUs: not measured there.
+        if self.trainer.strategy.root_device.type == "cpu":
+            to_channels_last(self.model)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.learning_rate)

@@ -628,9 +628,7 @@ def _nhwc(p: torch.Tensor) -> bool:
 
 
 @pytest.mark.slow
-def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
-    tmp_path, loaders
-):
+def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(tmp_path, loaders):
     """A user's module with NCHW convolutions: each check (interim every epoch, then the
     final one) runs with channels-last weights, and the weights are put back, so the fit
     takes exactly the steps it takes without callbacks."""
@@ -652,3 +650,11 @@ def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
 
+
+@pytest.mark.slow
+def test_the_classifier_module_trains_channels_last_on_the_cpu(tmp_path, loaders):
+    module = ClassifierModule("small_cnn", 1, 3)
+    assert not any(_nhwc(p) for p in module.parameters() if p.dim() == 4)
+    _trainer(tmp_path, [], epochs=1).fit(module, *loaders)
+    convs = [p for p in module.parameters() if p.dim() == 4]
+    assert len(convs) == 3 and all(_nhwc(p) for p in convs)
