@@ -380,6 +380,7 @@ class TaiClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
+        from tai.modeling.memory_format import to_channels_last
         from tai.modeling.models import model_from_config
         from tai.modeling.temperature import TemperatureScaledModel
 
@@ -399,6 +400,8 @@ class TaiClassifier(mlflow.pyfunc.PythonModel):
                 f"the weights' temperature {float(scaled.temperature)} differs from the "
                 f"config's {config['temperature']}; re-register the model."
             )
+        # Channels-last convolutions when served on the CPU (tai.modeling.memory_format).
+        to_channels_last(scaled)
         self.model = scaled.eval()
         self.config = config
         self._torch = torch

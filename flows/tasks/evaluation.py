@@ -30,6 +30,7 @@ from tai.evaluation.inference import stream_outputs
 from tai.evaluation.registry import evaluation_checks
 from tai.gates.evidence import champion_comparisons
 from tai.gates.policy import GatePolicy
+from tai.modeling.memory_format import to_channels_last
 from tai.modeling.models import model_config, model_from_config
 from tai.modeling.temperature import TemperatureScaledModel
 from tai.principles.autonomy.selective import abstention_threshold
@@ -101,6 +102,7 @@ def rebuild_model(store: MlflowStore, version: ModelVersionInfo) -> tuple[torch.
     )
     scaled = TemperatureScaledModel(model_from_config(config), config["temperature"])
     scaled.load_state_dict(state)
+    to_channels_last(scaled)  # on the CPU, as the pipeline's trained model is
     return scaled.eval(), config
 
 

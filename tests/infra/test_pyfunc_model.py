@@ -225,8 +225,10 @@ def test_serving_config_needs_the_weights_config():
 # --- TaiClassifier on local artifacts ---------------------------------------------------
 
 
-def _artifacts(folder: Path, defer_threshold: float | None, **config) -> dict[str, str]:
-    torch.save(_constant_model().state_dict(), folder / "state_dict.pt")
+def _artifacts(
+    folder: Path, defer_threshold: float | None, model: torch.nn.Module | None = None, **config
+) -> dict[str, str]:
+    torch.save((model or _constant_model()).state_dict(), folder / "state_dict.pt")
     digest = sha256_hex((folder / "state_dict.pt").read_bytes())
     serving = serving_config(
         WEIGHTS_CONFIG,
@@ -261,6 +263,26 @@ def test_the_classifier_answers_calibrated_probabilities_and_the_decision(
     np.testing.assert_allclose(np.stack(answer["probabilities"]), [PROBS] * 3, atol=1e-6)
     np.testing.assert_allclose(answer["confidence"], CONFIDENCE, atol=1e-6)
     assert answer["decision"].tolist() == [decision] * 3
+
+
+def test_the_served_model_runs_channels_last_on_the_cpu_and_answers_as_the_nchw_one(tmp_path):
+    nchw = TemperatureScaledModel(
+        build_model("small_cnn", in_channels=1, num_classes=3, seed=3), 2.0
+    ).eval()
+    served = _loaded(_artifacts(tmp_path, None, model=nchw)).model
+
+    layouts = {
+        p.stride() == (p.shape[1] * p.shape[2] * p.shape[3], 1, p.shape[3] * p.shape[1],
+                       p.shape[1])
+        for p in served.parameters()
+        if p.dim() == 4
+    }  # fmt: skip
+    assert layouts == {True}
+    x = torch.from_numpy(_images(4))
+    with torch.no_grad():
+        expected, answered = nchw(x), served(x)
+    torch.testing.assert_close(answered, expected, rtol=0, atol=1e-5)
+    assert expected.std(dim=0).min() > 1e-4  # answers that depend on the image
 
 
 def test_the_classifier_refuses_weights_swapped_beside_its_config(tmp_path):
