@@ -27,6 +27,7 @@ from tai.principles.transparency.explain import deletion_auc
 from tai.principles.transparency.prototypes import select_prototypes
 from tests.callbacks._ddp_helpers import FigureFileLogger, TinyNet, TwoRanksInOne
 from tests.callbacks.conftest import _squares
+from tests.layouts import conv_layouts
 
 
 def _trainer(tmp_path: Path, callbacks, *, epochs=2, logger=False, inference_mode=False):
@@ -622,11 +623,6 @@ def test_the_final_check_holds_one_copy_of_the_samples_and_releases_the_buffer(
     assert cb._buffer.size == 0 and cb.last_result is not None
 
 
-def _nhwc(p: torch.Tensor) -> bool:
-    _, c, h, w = p.shape
-    return p.stride() == (h * w * c, 1, w * c, c)
-
-
 @pytest.mark.slow
 def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(tmp_path, loaders):
     """A user's module with NCHW convolutions: each check (interim every epoch, then the
@@ -636,7 +632,7 @@ def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
 
     class Spy(RobustnessCallback):
         def run_check(self, trainer, module, images, targets, logits, *, final):
-            seen.append([_nhwc(p) for p in module.parameters() if p.dim() == 4])
+            seen.append(conv_layouts(module))
             return super().run_check(trainer, module, images, targets, logits, final=final)
 
     weights = []
@@ -644,9 +640,9 @@ def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
         pl.seed_everything(0, verbose=False)
         model = TinyNet()
         _trainer(tmp_path, cbs, epochs=3).fit(model, *loaders)
-        assert not any(_nhwc(p) for p in model.parameters() if p.dim() == 4)
+        assert conv_layouts(model) == ["nchw"]
         weights.append(model.state_dict())
-    assert seen == [[True]] * 3  # two interim checks and the final one
+    assert seen == [["nhwc"]] * 3  # two interim checks and the final one
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
 
@@ -654,7 +650,6 @@ def test_checks_run_channels_last_and_leave_a_users_fit_exactly_as_without_them(
 @pytest.mark.slow
 def test_the_classifier_module_trains_channels_last_on_the_cpu(tmp_path, loaders):
     module = ClassifierModule("small_cnn", 1, 3)
-    assert not any(_nhwc(p) for p in module.parameters() if p.dim() == 4)
+    assert conv_layouts(module) == ["nchw"] * 3
     _trainer(tmp_path, [], epochs=1).fit(module, *loaders)
-    convs = [p for p in module.parameters() if p.dim() == 4]
-    assert len(convs) == 3 and all(_nhwc(p) for p in convs)
+    assert conv_layouts(module) == ["nhwc"] * 3

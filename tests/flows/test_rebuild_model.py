@@ -11,6 +11,7 @@ from flows.tasks.evaluation import rebuild_model, weights_config, weights_digest
 from tai.modeling.models import build_model
 from tai.modeling.temperature import TemperatureScaledModel
 from tai.tags import WEIGHTS_SHA256
+from tests.layouts import conv_layouts
 
 
 class _Store:
@@ -24,11 +25,6 @@ class _Store:
         return self.state, self.config
 
 
-def _nhwc(p: torch.Tensor) -> bool:
-    _, c, h, w = p.shape
-    return p.stride() == (h * w * c, 1, w * c, c)
-
-
 def test_a_rebuilt_version_is_channels_last_with_the_registered_weights():
     trained = TemperatureScaledModel(
         build_model("small_cnn", in_channels=1, num_classes=3, image_size=12, seed=5), 1.5
@@ -40,8 +36,7 @@ def test_a_rebuilt_version_is_channels_last_with_the_registered_weights():
     model, config = rebuild_model(store, version)
 
     assert store.asked == [("r1", "abc")]
-    convs = [p for p in model.parameters() if p.dim() == 4]
-    assert len(convs) == 3 and all(_nhwc(p) for p in convs)
+    assert conv_layouts(model) == ["nhwc"] * 3
     assert weights_digest(model) == weights_digest(trained)  # same values, other layout
     x = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

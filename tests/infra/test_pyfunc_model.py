@@ -39,6 +39,7 @@ from infra.settings import load_settings
 from tai.data.model_input import fit_images
 from tai.modeling.models import build_model, model_config
 from tai.modeling.temperature import TemperatureScaledModel
+from tests.layouts import conv_layouts
 
 CLASSES = ["cat", "dog", "eel"]
 SHAPE = (1, 16, 16)
@@ -271,13 +272,7 @@ def test_the_served_model_runs_channels_last_on_the_cpu_and_answers_as_the_nchw_
     ).eval()
     served = _loaded(_artifacts(tmp_path, None, model=nchw)).model
 
-    layouts = {
-        p.stride() == (p.shape[1] * p.shape[2] * p.shape[3], 1, p.shape[3] * p.shape[1],
-                       p.shape[1])
-        for p in served.parameters()
-        if p.dim() == 4
-    }  # fmt: skip
-    assert layouts == {True}
+    assert conv_layouts(served) == ["nhwc"] * 3
     x = torch.from_numpy(_images(4))
     with torch.no_grad():
         expected, answered = nchw(x), served(x)

@@ -4,17 +4,7 @@ from torch import nn
 
 from tai.modeling.memory_format import channels_last_on_cpu, to_channels_last
 from tai.modeling.models import small_cnn
-
-
-def _layouts(module: nn.Module) -> list[str]:
-    """'nhwc' or 'nchw' per 4-D parameter, from the strides (a (C_out, 1, k, k) kernel is
-    contiguous in torch's sense either way)."""
-    out = []
-    for p in module.parameters():
-        if p.dim() == 4:
-            _, c, h, w = p.shape
-            out.append("nhwc" if p.stride() == (h * w * c, 1, w * c, c) else "nchw")
-    return out
+from tests.layouts import conv_layouts
 
 
 @pytest.mark.parametrize("in_channels", [1, 3])
@@ -25,12 +15,12 @@ def test_channels_last_holds_in_the_block_and_the_weights_come_back_as_they_were
     x = torch.rand(8, in_channels, 12, 12, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(x)
-    assert set(_layouts(model)) == {"nchw"}
+    assert set(conv_layouts(model)) == {"nchw"}
     with channels_last_on_cpu(model):
-        assert set(_layouts(model)) == {"nhwc"}
+        assert set(conv_layouts(model)) == {"nhwc"}
         with torch.no_grad():
             inside = model(x)
-    assert set(_layouts(model)) == {"nchw"}
+    assert set(conv_layouts(model)) == {"nchw"}
     assert all(p.is_contiguous() for p in model.parameters())
     assert list(model.parameters()) == params and all(
         a is b for a, b in zip(model.parameters(), params, strict=True)
@@ -45,9 +35,9 @@ def test_channels_last_holds_in_the_block_and_the_weights_come_back_as_they_were
 def test_the_layout_is_put_back_after_an_error():
     model = small_cnn(1, 3)
     with pytest.raises(RuntimeError, match="boom"), channels_last_on_cpu(model):
-        assert set(_layouts(model)) == {"nhwc"}
+        assert set(conv_layouts(model)) == {"nhwc"}
         raise RuntimeError("boom")
-    assert set(_layouts(model)) == {"nchw"}
+    assert set(conv_layouts(model)) == {"nchw"}
 
 
 def test_a_model_already_channels_last_stays_so_and_one_without_convolutions_is_untouched():
@@ -56,7 +46,7 @@ def test_a_model_already_channels_last_stays_so_and_one_without_convolutions_is_
     assert to_channels_last(model) is False  # nothing left to change
     with channels_last_on_cpu(model):
         pass
-    assert set(_layouts(model)) == {"nhwc"}  # not turned to NCHW on leaving
+    assert set(conv_layouts(model)) == {"nhwc"}  # not turned to NCHW on leaving
     linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
     weight = linear[1].weight
     assert to_channels_last(linear) is False
