@@ -1,18 +1,19 @@
 """Channels-last (NHWC) against the default NCHW layout of a model's weights, on the CPU.
 
-In one process, alternating the two layouts, medians of ``--repeats``:
+In one process, alternating the two layouts, medians of ``--repeats`` (the sizes per
+model are in ``_cases``; for the small CNN on 28x28 grey images, the demo's):
 
-- ``forward``: 2,560 images through the model in batches of 128 under ``no_grad`` (the
-  robustness check's final grid: 20 cells of 128);
-- ``input gradients``: 10 forward and backward passes to the input for 128 images in
-  batches of 64, parameters frozen (what PGD does);
-- ``train steps``: 20 optimiser steps (AdamW) on batches of 64 in train mode;
+- ``forward``: images through the model under ``no_grad`` (small CNN: 2,560 in batches
+  of 128, the robustness check's final grid of 20 cells of 128);
+- ``input gradients``: forward and backward passes to the input, parameters frozen, as
+  PGD makes them (small CNN: 128 images, 10 steps);
+- ``train steps``: optimiser steps (AdamW) in train mode (small CNN: 20 of 128);
 - ``fit`` (``--fit``): the 5-epoch fit of ``ClassifierModule("small_cnn")`` on the MNIST
   sample through the pipeline's trainer, with and without its channels-last
-  ``configure_model``.
+  ``configure_model`` (medians of at least 3).
 
-Models: the small CNN on 28x28 grey images (the demo's), ``resnet18_small`` on 32x32 RGB
-and torchvision's ``resnet18`` on 224x224 RGB (batches of 16 there, fewer steps).
+The other models, with fewer and smaller batches: ``resnet18_small`` on 32x32 RGB and
+torchvision's ``resnet18`` on 224x224 RGB.
 
     .venv/bin/python benchmarks/channels_last.py [--repeats 5] [--fit]
 """

@@ -1,13 +1,13 @@
 """A model's convolutions in channels-last layout for a block of passes on the CPU.
 
-oneDNN, PyTorch's CPU convolution library, works in channels-last (NHWC) layout; with
-weights in the default NCHW layout every convolution reorders them and its output at
-each call. `benchmarks/channels_last.py` (BENCHMARKS.md) measured on two cores: for the
-small CNN on 28x28 images, 2,560 images through the model 0.42 s with NCHW weights and
-0.29 s with channels-last ones (1.43x), PGD's input gradients 1.35x, training steps
-1.54x; for torchvision's ResNet-18 at 224x224, 1.12-1.20x; nothing was slower.
+PyTorch's CPU convolutions ran faster with channels-last (NHWC) weights than with the
+default NCHW layout for every model and kind of work measured here
+(`benchmarks/channels_last.py`, BENCHMARKS.md, two cores): for the small CNN on 28x28
+images, 2,560 images through the model 0.42 s with NCHW weights and 0.29 s with
+channels-last ones (1.43x), PGD's input gradients 1.35x, training steps 1.54x; for
+torchvision's ResNet-18 at 224x224, 1.12-1.20x; nothing was slower.
 
-The values are the same up to float rounding (the convolutions sum in another order).
+The outputs are the same up to float rounding (the tests hold them to 1e-5).
 Nothing is copied but the weights, and :func:`channels_last_on_cpu` puts them back in
 their own layout afterwards, so a fit that goes on after a check goes on exactly as it
 would have.
