@@ -44,7 +44,8 @@ def prototype_criticism_figure(
         with ``K`` rows and ``max P + max Q`` columns; unused cells are white.
 
     Raises:
-        ValueError: on lengths that differ, no classes, or malformed tensors.
+        ValueError: on lengths that differ, no classes, malformed tensors, no image at all
+            or images of different sizes.
     """
     k = len(class_names)
     if k == 0 or len(images_protos) != k or len(images_crits) != k:
@@ -59,9 +60,16 @@ def prototype_criticism_figure(
                     f"{name}[{j}] must have shape (n, C, H, W) with C 1 or 3, "
                     f"got {tuple(images.shape)}."
                 )
+    # One mosaic of equal cells: every image of one size, and at least one image.
+    sizes = {tuple(x.shape[2:]) for x in (*images_protos, *images_crits) if len(x)}
+    if len(sizes) != 1:
+        raise ValueError(
+            "prototype_criticism_figure needs at least one image, all of one height and "
+            f"width; got sizes {sorted(sizes)}."
+        )
+    (size,) = sizes
     n_protos = max(int(images.shape[0]) for images in images_protos)
     n_crits = max(int(images.shape[0]) for images in images_crits)
-    size = next(tuple(x.shape[2:]) for x in (*images_protos, *images_crits) if len(x))
     blank = np.ones((*size, 3))
     # One mosaic, not an axes per image: ten classes drawn and saved, 0.38 -> 0.075 s
     # (2026-12-04). Criticisms are framed in red by a rectangle around their cell.

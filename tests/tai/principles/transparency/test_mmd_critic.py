@@ -271,6 +271,10 @@ def test_prototype_criticism_figure_rejects_mismatched_input():
         prototype_criticism_figure([torch.rand(1, 1, 4, 4)], [], ["a"])
     with pytest.raises(ValueError, match=r"images_crits\[0\] must have shape \(n, C, H, W\)"):
         prototype_criticism_figure([torch.rand(1, 1, 4, 4)], [torch.rand(4, 4)], ["a"])
+    with pytest.raises(ValueError, match=r"at least one image, all of one height and width"):
+        prototype_criticism_figure([torch.rand(0, 1, 4, 4)], [torch.rand(0, 1, 4, 4)], ["a"])
+    with pytest.raises(ValueError, match=r"got sizes \[\(4, 4\), \(5, 4\)\]"):
+        prototype_criticism_figure([torch.rand(1, 1, 4, 4)], [torch.rand(1, 1, 5, 4)], ["a"])
 
 
 def test_docstring_examples_hold():
