@@ -382,12 +382,14 @@ def sensitivity_score(
         noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         return x + (2 * noise - 1) * perturb_radius
 
+    known = None if maps is None else maps.detach().to(inputs.device)
+
     def explain(x: Tensor | tuple[Tensor, ...], target: Tensor) -> Tensor | tuple[Tensor]:
         # captum passes a tuple for the unperturbed call and expects a tuple back. With
         # the caller's maps that call explains nothing: 1 pass in n_perturb + 1 less.
         if isinstance(x, tuple) and known is not None:
             return (known,)
-        maps = attribute(
+        explained = attribute(
             model,
             x[0] if isinstance(x, tuple) else x,
             target,
@@ -396,9 +398,8 @@ def sensitivity_score(
             n_steps=n_steps,
             batch_size=batch_size,
         ).maps
-        return (maps,) if isinstance(x, tuple) else maps
+        return (explained,) if isinstance(x, tuple) else explained
 
-    known = None if maps is None else maps.detach().to(inputs.device)
     with torch.inference_mode(False):
         scores = sensitivity_max(
             explain,

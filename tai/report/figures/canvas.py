@@ -146,10 +146,10 @@ def mosaic_figure(
     )
     ax.imshow(mosaic(rows, gap), interpolation="nearest")
     ax.set_axis_off()
-    for j, title in enumerate(column_titles):
-        ax.text(j * (width + gap) + width / 2, -gap, title, ha="center", va="bottom", fontsize=8)
-    for i, title in enumerate(row_titles):
-        ax.text(-gap, i * (height + gap) + height / 2, title, ha="right", va="center", fontsize=9)
+    for j, text in enumerate(column_titles):
+        ax.text(j * (width + gap) + width / 2, -gap, text, ha="center", va="bottom", fontsize=8)
+    for i, text in enumerate(row_titles):
+        ax.text(-gap, i * (height + gap) + height / 2, text, ha="right", va="center", fontsize=9)
     if not colorbar:
         return fig
     bar = fig.add_axes((1 - 0.75 / fig_w, 0.25 / fig_h, 0.12 / fig_w, 1 - 0.9 / fig_h))
