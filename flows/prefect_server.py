@@ -33,6 +33,8 @@ import urllib.request
 from pathlib import Path
 
 _thread: threading.Thread | None = None
+# The early server until wait_until_started has settled this process's settings on it.
+_server: _Server | None = None
 # Seconds the server may take to answer its health check (Prefect's own default is 20).
 START_TIMEOUT_S = 60.0
 # uvicorn's exit status when its port is taken: launched again on another port.
@@ -46,6 +48,7 @@ class _Server:
         self.environment = environment
         self.process: subprocess.Popen | None = None
         self.port = 0
+        self.healthy = False
 
     @property
     def api_url(self) -> str:
@@ -86,13 +89,13 @@ class _Server:
 
     def wait_healthy(self, timeout: float = START_TIMEOUT_S) -> bool:
         """Poll ``/health`` until it answers 200 (True), the process dies or time runs out
-        (False); a taken port is retried on another one."""
+        (False); a taken port is retried on another one (``api_url`` changes). Touches
+        nothing but this object: it runs in the start thread."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.process.poll() if self.process else None
             if status == _PORT_IN_USE:
                 self.launch()
-                _point_prefect_at(self.api_url)
                 continue
             if status is not None:
                 return False
@@ -134,14 +137,12 @@ def _point_prefect_at(url: str | None) -> None:
 
 
 def _wait(server: _Server) -> None:
-    if not server.wait_healthy():
-        server.stop()
-        _point_prefect_at(None)  # the first flow starts Prefect's own and says why not
+    server.healthy = server.wait_healthy()
 
 
 def start_early() -> None:
     """Begin starting the temporary server (nothing when ``PREFECT_API_URL`` is set)."""
-    global _thread
+    global _thread, _server
     if os.environ.get("PREFECT_API_URL") or _thread is not None:
         return
     from prefect.settings import (
@@ -161,6 +162,7 @@ def start_early() -> None:
     server.launch()
     atexit.register(server.stop)
     _point_prefect_at(server.api_url)
+    _server = server
     _thread = threading.Thread(
         target=_wait, args=(server,), name="prefect-server-start", daemon=True
     )
@@ -183,5 +185,23 @@ def wait_until_started() -> None:
     Call it before the first flow: a flow started meanwhile would find the server marked
     running before it answers.
     """
-    if _thread is not None:
-        _thread.join()
+    global _server
+    if _thread is None:
+        return
+    _thread.join()
+    # Prefect's settings are changed here, in the caller's thread, never in the start
+    # thread (the change briefly sets os.environ, which the caller may be reading).
+    server, _server = _server, None
+    if server is None:  # settled by an earlier call
+        return
+    if not server.healthy:
+        server.stop()
+        _point_prefect_at(None)  # the first flow starts Prefect's own and says why not
+    elif server.api_url != _api_url():
+        _point_prefect_at(server.api_url)  # launched again on another port
+
+
+def _api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url

@@ -126,3 +126,75 @@ def test_a_server_that_does_not_start_leaves_prefects_settings_as_they_were(monk
         assert "PREFECT_API_URL" not in os.environ
     finally:
         refresh_global_settings_context()
+
+
+HEALTHY = textwrap.dedent(
+    """
+    import sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Ok).serve_forever()
+    """
+)
+
+
+def test_a_taken_port_is_retried_and_the_settings_follow_in_the_callers_thread(monkeypatch):
+    """The first launch exits as uvicorn does on a taken port; the second answers /health.
+    The settings point at the second port after wait_until_started, and the start thread
+    never changed them (it runs while the caller's thread holds the first URL)."""
+    import socket
+    import threading
+
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    from flows import prefect_server
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(prefect_server, "_thread", None)
+    monkeypatch.setattr(prefect_server, "prefect_database", lambda: None)
+    launched = []
+    changed_in = []
+    point = prefect_server._point_prefect_at
+
+    def launch(self):
+        if not launched:  # as uvicorn exits when its port is taken
+            self.port = 9
+            self.process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+        else:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                self.port = probe.getsockname()[1]
+            self.process = subprocess.Popen([sys.executable, "-c", HEALTHY, str(self.port)])
+        launched.append(self.port)
+
+    def recorded_point(url):
+        changed_in.append(threading.current_thread().name)
+        point(url)
+
+    monkeypatch.setattr(prefect_server._Server, "launch", launch)
+    monkeypatch.setattr(prefect_server, "_point_prefect_at", recorded_point)
+    server = None
+    try:
+        prefect_server.start_early()
+        server = prefect_server._server
+        prefect_server.wait_until_started()
+        assert len(launched) == 2 and launched[0] == 9
+        assert get_current_settings().api.url == f"http://127.0.0.1:{launched[1]}/api"
+        assert server.process is not None and server.process.poll() is None  # kept running
+        assert changed_in == [threading.current_thread().name] * 2  # start, then the new port
+        assert "PREFECT_API_URL" not in os.environ
+        prefect_server.wait_until_started()  # settled already: nothing changes
+        assert len(changed_in) == 2
+    finally:
+        if server is not None:
+            server.stop()
+        refresh_global_settings_context()
