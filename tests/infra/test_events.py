@@ -147,3 +147,13 @@ def test_rendering_fills_in_the_receiver_url_and_keeps_the_rest():
 def test_rendering_refuses_what_is_not_an_http_url(url):
     with pytest.raises(EventError, match=r"webhook_url must be the http\(s\) URL"):
         render_action(url)
+
+
+def test_rendering_refuses_an_action_file_that_lost_its_placeholder(tmp_path, monkeypatch):
+    import infra.events
+
+    edited = tmp_path / "tai-retrain.yaml"
+    edited.write_text(action_file().read_text().replace(URL_PLACEHOLDER, "http://fixed/x"))
+    monkeypatch.setattr(infra.events, "_ACTION_FILE", edited)
+    with pytest.raises(EventError, match="no longer holds the URL placeholder"):
+        render_action("http://tai.internal:8787/webhooks/lakefs")
